@@ -1,0 +1,26 @@
+"""progvi: programmable variational inference for JAX."""
+
+from ._version import __version__ as __version__
+from .adev import MVD as MVD
+from .adev import AddressError as AddressError
+from .adev import Continuation as Continuation
+from .adev import Enum as Enum
+from .adev import Expectation as Expectation
+from .adev import LeaveOneOut as LeaveOneOut
+from .adev import Local as Local
+from .adev import ProgramError as ProgramError
+from .adev import ProgviError as ProgviError
+from .adev import Reinforce as Reinforce
+from .adev import Reparam as Reparam
+from .adev import SampleOutsideProgramError as SampleOutsideProgramError
+from .adev import Strategy as Strategy
+from .adev import StrategyError as StrategyError
+from .adev import enum as enum
+from .adev import enum_parallel as enum_parallel
+from .adev import expectation as expectation
+from .adev import leave_one_out as leave_one_out
+from .adev import mvd as mvd
+from .adev import reinforce as reinforce
+from .adev import reparam as reparam
+from .adev import sample as sample
+from .adev import with_strategies as with_strategies

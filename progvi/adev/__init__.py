@@ -1,0 +1,29 @@
+"""Expectation programs and their gradient strategies (ADEV)."""
+
+from .enum import Enum as Enum
+from .enum import enum as enum
+from .enum import enum_parallel as enum_parallel
+from .errors import AddressError as AddressError
+from .errors import ProgramError as ProgramError
+from .errors import ProgviError as ProgviError
+from .errors import SampleOutsideProgramError as SampleOutsideProgramError
+from .errors import StrategyError as StrategyError
+from .expectation import Expectation as Expectation
+from .expectation import default_strategy as default_strategy
+from .expectation import expectation as expectation
+from .expectation import with_strategies as with_strategies
+from .handlers import Handler as Handler
+from .handlers import Site as Site
+from .handlers import handle as handle
+from .handlers import sample as sample
+from .leave_one_out import LeaveOneOut as LeaveOneOut
+from .leave_one_out import leave_one_out as leave_one_out
+from .mvd import MVD as MVD
+from .mvd import mvd as mvd
+from .reinforce import Reinforce as Reinforce
+from .reinforce import reinforce as reinforce
+from .reparam import Reparam as Reparam
+from .reparam import reparam as reparam
+from .strategy import Continuation as Continuation
+from .strategy import Local as Local
+from .strategy import Strategy as Strategy

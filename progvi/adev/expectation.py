@@ -1,0 +1,246 @@
+"""Expectation programs: `@pv.expectation`, `estimate`, `grad`, and strategy overrides."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+
+import jax
+
+from . import control_flow  # noqa: F401  (registers the control-flow rules)
+from ._compat import SymbolicZero
+from .addresses import match, site_addresses
+from .errors import ProgramError, SampleOutsideProgramError, StrategyError
+from .handlers import _STACK, Handler, Site
+from .interpreter import Frame, State, finish, run
+from .primitive import bind_sample
+from .reinforce import reinforce
+from .reparam import reparam
+from .strategy import Strategy
+
+
+def default_strategy(dist) -> Strategy:
+    """Reparameterization where the distribution has it, REINFORCE otherwise."""
+    return reparam if dist.has_rsample else reinforce
+
+
+class _Bind(Handler):
+    """Bottom of an expectation program's stack: turns each site into a `sample_p` equation."""
+
+    def sample(self, site, below):
+        strategy = site.strategy or default_strategy(site.dist)
+        strategy.check(site.address, site.dist)
+        return bind_sample(site.address, site.dist, strategy)
+
+
+class _Override(Handler):
+    """Replaces the strategy of every site whose address matches a pattern."""
+
+    def __init__(self, patterns: Mapping[str, Strategy]):
+        self.patterns = patterns
+
+    def sample(self, site, below):
+        strategy = match(self.patterns, site.address)
+        return below(site if strategy is None else Site(site.address, site.dist, strategy))
+
+
+class Expectation:
+    """An expectation program: ``E[fn(*args)]`` over the random choices `fn` makes.
+
+    Create one with `pv.expectation`. `estimate(key, *args)` is one unbiased estimate of the
+    expectation, differentiable by JAX: its derivative is the ADEV estimate of the derivative.
+    """
+
+    def __init__(self, fn: Callable, overrides: tuple[Mapping[str, Strategy], ...] = ()):
+        self.fn = fn
+        self.overrides = overrides
+        functools.update_wrapper(self, fn)
+        self._estimate = _make_estimate(self)
+        self._jitted = {}
+
+    def __call__(self, *args):
+        """Inside another expectation program: the same sites, in line (a nested expectation)."""
+        if not _STACK.get():
+            raise SampleOutsideProgramError(
+                f"expectation program {self.__name__!r} was called directly. Call "
+                f"{self.__name__}.estimate(key, *args) for an estimate, or call it inside another "
+                "@pv.expectation to nest it."
+            )
+        return self._with_overrides(self.fn, *args)
+
+    def _with_overrides(self, fn, *args):
+        if not self.overrides:
+            return fn(*args)
+        with _nested(*[_Override(p) for p in self.overrides]):
+            return fn(*args)
+
+    def trace(self, *args):
+        """The program as a closed jaxpr whose `progvi_sample` equations are its sample sites."""
+
+        def program(*args):
+            with _fresh_stack(_Bind()):
+                return self._with_overrides(self.fn, *args)
+
+        closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*args)
+        if not isinstance(out_shape, jax.ShapeDtypeStruct):
+            raise ProgramError(
+                f"expectation program {self.__name__!r} returned {jax.tree.structure(out_shape)}; "
+                "it must return one array. Return e.g. jnp.stack([a, b]) or a scalar loss."
+            )
+        site_addresses(closed.jaxpr)
+        return closed
+
+    def estimate(self, key, *args) -> jax.Array:
+        """One unbiased estimate of the expectation; `jax.grad` of it is an unbiased gradient.
+
+        Examples:
+          >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+          >>> @pv.expectation
+          ... def loss(theta):
+          ...     b = pv.sample("b", dist.Bernoulli(probs=theta), strategy=pv.enum)
+          ...     return jnp.where(b > 0, 0.0, -theta / 2.0)
+          >>> print(f"{loss.estimate(jax.random.key(0), 0.4):.2f}")  # enumeration: exact
+          -0.12
+        """
+        return self._jit("estimate", lambda: self._estimate)(key, *args)
+
+    def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
+        """An unbiased estimate of the gradient of the expectation with respect to `argnums`.
+
+        Examples:
+          >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+          >>> @pv.expectation
+          ... def loss(theta):
+          ...     b = pv.sample("b", dist.Bernoulli(probs=theta), strategy=pv.enum)
+          ...     return jnp.where(b > 0, 0.0, -theta / 2.0)
+          >>> print(f"{loss.grad(jax.random.key(0), 0.4):.2f}")  # d/dθ -(1-θ)θ/2 = θ - 1/2
+          -0.10
+        """
+        return self.value_and_grad(key, *args, argnums=argnums)[1]
+
+    def value_and_grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
+        """The estimate and its gradient with respect to `argnums`, from the same draws."""
+
+        def build():
+            def scalar(*a):
+                out = self._estimate(*a)
+                if out.shape != ():
+                    raise ProgramError(
+                        f"expectation program {self.__name__!r} returns shape {out.shape}, but "
+                        "grad needs a scalar. Return a scalar (e.g. jnp.sum or jnp.mean of it), "
+                        "or differentiate estimate with jax.jacobian."
+                    )
+                return out
+
+            shifted = tuple(a + 1 for a in argnums) if isinstance(argnums, tuple) else argnums + 1
+            return jax.value_and_grad(scalar, argnums=shifted)
+
+        return self._jit(("value_and_grad", argnums), build)(key, *args)
+
+    def _jit(self, name, build):
+        if name not in self._jitted:
+            self._jitted[name] = jax.jit(build())
+        return self._jitted[name]
+
+    def __repr__(self):
+        return f"<pv.expectation {self.__name__}>"
+
+
+def _make_estimate(program: Expectation):
+    def evaluate(key, args, tangents):
+        closed = program.trace(*args)
+        flat_args = jax.tree.leaves(args)
+        flat_tangents = _flat_tangents(tangents, len(flat_args))
+        duals = list(zip(flat_args, flat_tangents, strict=True))
+        return run(closed.jaxpr, closed.consts, duals, Frame(key), State(), finish)
+
+    @jax.custom_jvp
+    def estimate(key, *args):
+        return evaluate(key, args, None)[0]
+
+    def estimate_jvp(primals, tangents):
+        key, *args = primals
+        return evaluate(key, tuple(args), tuple(tangents[1:]))
+
+    estimate.defjvp(estimate_jvp, symbolic_zeros=True)
+    return estimate
+
+
+def _flat_tangents(tangents, n):
+    if tangents is None:
+        return [None] * n
+    leaves = jax.tree.leaves(tangents, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    return [
+        None if isinstance(t, SymbolicZero) or t.dtype == jax.dtypes.float0 else t for t in leaves
+    ]
+
+
+class _nested:
+    """Installs several handlers for a block; the first argument is the innermost."""
+
+    def __init__(self, *handlers):
+        self.handlers = handlers
+
+    def __enter__(self):
+        self.token = _STACK.set(_STACK.get() + tuple(reversed(self.handlers)))
+
+    def __exit__(self, *exc):
+        _STACK.reset(self.token)
+
+
+class _fresh_stack(_nested):
+    """Replaces the whole stack: an expectation's sites never reach handlers outside it."""
+
+    def __enter__(self):
+        self.token = _STACK.set(tuple(reversed(self.handlers)))
+
+
+def expectation(fn: Callable) -> Expectation:
+    """Marks `fn` as an expectation program: its value is a random variable over its `pv.sample`s.
+
+    Examples:
+      >>> import jax, numpyro.distributions as dist, progvi as pv
+      >>> @pv.expectation
+      ... def mean_square(mu):
+      ...     return pv.sample("x", dist.Normal(mu, 1.0)) ** 2
+      >>> keys = jax.random.split(jax.random.key(0), 20000)
+      >>> grads = jax.vmap(lambda k: mean_square.grad(k, 1.0))(keys)
+      >>> print(f"{grads.mean():.1f}")  # d/dmu (mu^2 + 1) = 2 mu
+      2.0
+    """
+    return Expectation(fn)
+
+
+def with_strategies(program: Expectation, strategies: Mapping[str, Strategy]) -> Expectation:
+    """The same program with the strategy at each address matching a pattern replaced.
+
+    Patterns are addresses as they appear in the program's trace, with ``*`` globs
+    (``"enc/*"``). An exact address wins over a glob; among globs the first listed wins. Overrides
+    apply even where the program names a strategy, and an outer `with_strategies` wins over an
+    inner one.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+      >>> @pv.expectation
+      ... def loss(theta):
+      ...     b = pv.sample("b", dist.Bernoulli(probs=theta), strategy=pv.enum)
+      ...     return jnp.where(b > 0, 0.0, -theta / 2.0)
+      >>> mvd_loss = pv.with_strategies(loss, {"b": pv.mvd})
+      >>> g = mvd_loss.grad(jax.random.key(1), 0.4)
+    """
+    if not isinstance(program, Expectation):
+        raise TypeError(
+            f"with_strategies needs a @pv.expectation program, got {type(program).__name__}."
+        )
+    for pattern, strategy in strategies.items():
+        if not isinstance(strategy, Strategy):
+            raise StrategyError(
+                f"with_strategies: the strategy for {pattern!r} is {strategy!r}, not a gradient "
+                "strategy. Use pv.reparam, pv.reinforce, pv.enum, pv.mvd, pv.leave_one_out or a "
+                "pv.Strategy subclass."
+            )
+    # Outer overrides are applied after (below) inner ones, so they win.
+    return Expectation(program.fn, program.overrides + (dict(strategies),))
+
+
+__all__ = ["Expectation", "expectation", "with_strategies", "default_strategy"]

@@ -1,0 +1,115 @@
+"""The interface every gradient strategy implements.
+
+A strategy owns one derivative rule for a sample site. progvi interprets an expectation program
+in forward mode, so a rule receives the distribution at the site together with its tangent (a
+distribution of the same structure whose leaves are the tangents of the parameters), and returns
+dual numbers. There are two kinds of rule:
+
+* a *local* rule (`Strategy.local`) needs nothing but the site: it returns the sampled value and
+  its tangent, plus optionally a score term. The interpreter adds
+  ``(final value - baseline) * score`` to the program's tangent when the program ends, which is
+  REINFORCE's estimator. Local rules work everywhere, inside `lax.scan` bodies too.
+* a *continuation* rule (`Strategy.jvp`) receives the rest of the program as a `Continuation`, as
+  in ADEV (Lew et al., POPL 2023), and may run it several times (enumeration, measure-valued
+  derivatives, leave-one-out).
+
+A strategy is a frozen dataclass and a pytree: fields named in `dynamic_fields` are leaves (so a
+baseline can be a value computed in the program), the rest are static configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import StrategyError
+
+
+class Local(NamedTuple):
+    """What a local rule returns for one site."""
+
+    value: Any  # the sampled value
+    tangent: Any  # its tangent (None: zero)
+    score: Any = None  # tangent whose coefficient is (final value - baseline); None: no term
+    baseline: Any = 0.0  # subtracted from the final value before it multiplies `score`
+
+
+class Continuation(NamedTuple):
+    """The rest of the program after a sample site, as functions of the site's value."""
+
+    dual: Callable[..., tuple[Any, Any]]  # (value, tangent=None) -> (result, result tangent)
+    pure: Callable[[Any], Any]  # value -> result, every later site sampled plainly, no tangents
+
+
+class Strategy:
+    """Base class of gradient strategies. Subclasses implement `local` or `jvp`."""
+
+    name: ClassVar[str] = "strategy"
+    dynamic_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, _flatten, _unflatten(cls))
+
+    @property
+    def is_local(self) -> bool:
+        return type(self).local is not Strategy.local
+
+    def check(self, address: str, dist: Any) -> None:
+        """Raises `StrategyError` if the strategy cannot handle `dist`; called at trace time."""
+
+    def local(self, key, dist, tangent) -> Local:
+        raise NotImplementedError
+
+    def jvp(self, key, dist, tangent, kont: Continuation) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def __call__(self, **changes) -> Strategy:
+        """A copy with some settings changed, e.g. ``pv.reinforce(baseline=b)``."""
+        return dataclasses.replace(self, **changes)
+
+
+def _flatten(s):
+    fields = [f.name for f in dataclasses.fields(s)]
+    dynamic = [getattr(s, n) for n in fields if n in s.dynamic_fields]
+    static = tuple((n, getattr(s, n)) for n in fields if n not in s.dynamic_fields)
+    return dynamic, static
+
+
+def _unflatten(cls):
+    def build(static, dynamic):
+        obj = object.__new__(cls)
+        names = [f.name for f in dataclasses.fields(cls) if f.name in cls.dynamic_fields]
+        for name, value in (*static, *zip(names, dynamic, strict=True)):
+            object.__setattr__(obj, name, value)
+        return obj
+
+    return build
+
+
+def instantiate_tangent(primal, tangent):
+    """A concrete tangent for `primal`: `tangent` itself, or a zero of the right tangent dtype."""
+    if tangent is not None:
+        return tangent
+    primal = jnp.asarray(primal)
+    if jnp.issubdtype(primal.dtype, jnp.inexact):
+        return jnp.zeros_like(primal)
+    return np.zeros(primal.shape, dtype=jax.dtypes.float0)
+
+
+def dist_name(dist) -> str:
+    return type(dist).__name__
+
+
+def require(condition: bool, address: str, strategy: Strategy, dist, why: str, fix: str) -> None:
+    """Raises a `StrategyError` that names the site, the distribution and the fix."""
+    if not condition:
+        raise StrategyError(
+            f"sample site {address!r}: pv.{strategy.name} cannot be used with "
+            f"{dist_name(dist)} because {why}. {fix}"
+        )

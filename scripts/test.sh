@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's checks: lint, tests (docstring examples included), docs build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/env.sh dev,examples,docs
+export JAX_PLATFORMS=cpu
+echo "== ruff"
+.venv/bin/ruff check progvi tests examples benchmarks
+echo "== pytest"
+set +e
+.venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --doctest-modules progvi tests "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+[ "$rc" -eq 0 ] || exit "$rc"
+echo "== mkdocs build --strict"
+.venv/bin/mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+echo "== all checks passed"
