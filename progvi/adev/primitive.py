@@ -52,8 +52,9 @@ def _impl(*args, address, treedef, levels):
 
 
 def _batch(args, dims, *, address, treedef, levels):
-    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not batching.not_mapped)
-    axes = tuple(None if d is batching.not_mapped else d for d in dims)
+    # Unbatched operands have dimension None.
+    size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+    axes = tuple(dims)
     out = sample_p.bind(*args, address=address, treedef=treedef, levels=levels + ((axes, size),))
     return out, 0
 
