@@ -1,5 +1,6 @@
 """progvi: programmable variational inference for JAX."""
 
+from . import interop as interop
 from ._version import __version__ as __version__
 from .adev import MVD as MVD
 from .adev import AddressError as AddressError
@@ -24,3 +25,14 @@ from .adev import reinforce as reinforce
 from .adev import reparam as reparam
 from .adev import sample as sample
 from .adev import with_strategies as with_strategies
+from .gen import Call as Call
+from .gen import ChoiceError as ChoiceError
+from .gen import CombinatorError as CombinatorError
+from .gen import GenerativeFunction as GenerativeFunction
+from .gen import Trace as Trace
+from .gen import density as density
+from .gen import gen as gen
+from .gen import merge as merge
+from .gen import scan as scan
+from .gen import simulate as simulate
+from .gen import vmap as vmap

@@ -11,7 +11,7 @@ from . import control_flow  # noqa: F401  (registers the control-flow rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
 from .errors import ProgramError, SampleOutsideProgramError, StrategyError
-from .handlers import _STACK, Handler, Site
+from .handlers import _STACK, Handler, Site, active, dispatch
 from .interpreter import Frame, State, finish, run
 from .primitive import bind_sample
 from .reinforce import reinforce
@@ -28,6 +28,12 @@ class _Bind(Handler):
     """Bottom of an expectation program's stack: turns each site into a `sample_p` equation."""
 
     def sample(self, site, below):
+        nested = getattr(site.dist, "sample_in_program", None)
+        if nested is not None:
+            # A call of a generative function: its sites re-enter the whole stack (so strategy
+            # overrides see them) under the call's address.
+            stack = active()
+            return nested(site.address, lambda s: dispatch(stack, s))
         strategy = site.strategy or default_strategy(site.dist)
         strategy.check(site.address, site.dist)
         return bind_sample(site.address, site.dist, strategy)

@@ -48,6 +48,16 @@ def handle(handler: Handler):
         _STACK.reset(token)
 
 
+def active() -> tuple[Handler, ...]:
+    """The installed handlers, innermost last; empty outside programs and generative functions."""
+    return _STACK.get()
+
+
+def dispatch(stack: tuple[Handler, ...], site: Site) -> Any:
+    """Hands `site` to the innermost handler of `stack` (a stack captured with `active`)."""
+    return _dispatch(stack, site)
+
+
 def _dispatch(stack: tuple[Handler, ...], site: Site) -> Any:
     if not stack:
         raise SampleOutsideProgramError(
