@@ -14,7 +14,10 @@ from .expectation import expectation as expectation
 from .expectation import with_strategies as with_strategies
 from .handlers import Handler as Handler
 from .handlers import Site as Site
+from .handlers import active as active
+from .handlers import dispatch as dispatch
 from .handlers import handle as handle
+from .handlers import independent as independent
 from .handlers import sample as sample
 from .leave_one_out import LeaveOneOut as LeaveOneOut
 from .leave_one_out import leave_one_out as leave_one_out

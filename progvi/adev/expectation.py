@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 
@@ -11,7 +12,7 @@ from . import control_flow  # noqa: F401  (registers the control-flow rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
 from .errors import ProgramError, SampleOutsideProgramError, StrategyError
-from .handlers import _STACK, Handler, Site, active, dispatch
+from .handlers import _STACK, Handler, active, dispatch
 from .interpreter import Frame, State, finish, run
 from .primitive import bind_sample
 from .reinforce import reinforce
@@ -36,7 +37,7 @@ class _Bind(Handler):
             return nested(site.address, lambda s: dispatch(stack, s))
         strategy = site.strategy or default_strategy(site.dist)
         strategy.check(site.address, site.dist)
-        return bind_sample(site.address, site.dist, strategy)
+        return bind_sample(site.address, site.dist, strategy, site.batch)
 
 
 class _Override(Handler):
@@ -47,7 +48,7 @@ class _Override(Handler):
 
     def sample(self, site, below):
         strategy = match(self.patterns, site.address)
-        return below(site if strategy is None else Site(site.address, site.dist, strategy))
+        return below(site if strategy is None else dataclasses.replace(site, strategy=strategy))
 
 
 class Expectation:

@@ -24,11 +24,15 @@ _STACK: contextvars.ContextVar[tuple[Handler, ...]] = contextvars.ContextVar(
 
 @dataclasses.dataclass(frozen=True)
 class Site:
-    """One call of `sample`: an address, what to sample, and the strategy asked for (or None)."""
+    """One call of `sample`: an address, what to sample, and the strategy asked for (or None).
+
+    `batch` holds the indices of the `independent` blocks the site is inside (see there).
+    """
 
     address: str
     dist: Any
     strategy: Any = None
+    batch: tuple = ()
 
 
 class Handler:
@@ -46,6 +50,35 @@ def handle(handler: Handler):
         yield handler
     finally:
         _STACK.reset(token)
+
+
+class independent(Handler):
+    """Inside ``jax.vmap`` over `index`, makes every site draw independently along that axis.
+
+    A sample site under `jax.vmap` is batched only if one of its operands is; a site whose
+    distribution does not depend on the mapped arguments (``Normal(0, 1)``) would otherwise draw
+    one value shared by every entry. This handler attaches the mapped `index` to each site as an
+    extra operand, so the site is batched along the axis and each entry gets its own key.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+      >>> from progvi.adev import handle, independent
+      >>> @pv.expectation
+      ... def three_draws():
+      ...     def one(i):
+      ...         with handle(independent(i)):
+      ...             return pv.sample("x", dist.Normal(0.0, 1.0))
+      ...     return jax.vmap(one)(jnp.arange(3))
+      >>> x = three_draws.estimate(jax.random.key(0))
+      >>> bool(x[0] != x[1] and x[1] != x[2])
+      True
+    """
+
+    def __init__(self, index):
+        self.index = index
+
+    def sample(self, site, below):
+        return below(dataclasses.replace(site, batch=(*site.batch, self.index)))
 
 
 def active() -> tuple[Handler, ...]:

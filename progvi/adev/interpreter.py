@@ -90,10 +90,19 @@ def _run_from(jaxpr, start, env, frame, state, kont):
 def default_rule(eqn, invals: list[Dual], pure: bool) -> list[Dual]:
     """Any equation without sample sites: re-bind it, under `jax.jvp` if a tangent is nonzero."""
     primals = [p for p, _ in invals]
-    if pure or all(t is None for _, t in invals):
+    live = [i for i, (_, t) in enumerate(invals) if t is not None]
+    if pure or not live:
         return [(out, None) for out in bind_equation(eqn, primals)]
-    tangents = [instantiate_tangent(p, t) for p, t in invals]
-    outs, out_tangents = jax.jvp(lambda *xs: bind_equation(eqn, xs), primals, tangents)
+
+    def on_live(*xs):  # inputs without a tangent stay fixed: no zero tangents pushed through
+        args = list(primals)
+        for i, x in zip(live, xs, strict=True):
+            args[i] = x
+        return bind_equation(eqn, args)
+
+    outs, out_tangents = jax.jvp(
+        on_live, [primals[i] for i in live], [invals[i][1] for i in live]
+    )
     return [(o, _symbolic(t)) for o, t in zip(outs, out_tangents, strict=True)]
 
 
@@ -105,14 +114,14 @@ def sample_rule(eqn, invals, frame, state, kont):
     address, treedef, levels = eqn.params["address"], eqn.params["treedef"], eqn.params["levels"]
     leaves = [p for p, _ in invals]
     tangents = [instantiate_tangent(p, t) for p, t in invals]
-    dist, strategy = unflatten(treedef, leaves)
+    dist, strategy, _ = unflatten(treedef, leaves)
     if state.pure:
         draw = lift(lambda k, xs, _: unflatten(treedef, xs)[0].sample(k), levels)
         return kont([(draw(frame.key, leaves, tangents), None)], state)
     if strategy.is_local:
 
         def local(key, xs, ts):
-            d, s = unflatten(treedef, xs)
+            d, s, _ = unflatten(treedef, xs)
             loc = s.local(key, d, unflatten(treedef, ts)[0])
             if loc.score is None:
                 return loc.value, loc.tangent, None, None

@@ -1,8 +1,10 @@
 """The `sample_p` primitive: a sample site as one equation of a jaxpr.
 
-Its operands are the leaves of ``(distribution, strategy)``; its params the address, the treedef
-and the vmap levels the site was batched by (each a tuple of per-operand axes and a size). It has
-no key operand: the interpreter derives every site's key from the program's key.
+Its operands are the leaves of ``(distribution, strategy, batch)`` (``batch``: the indices of the
+`independent` blocks around the site, only there to make the site batched); its params the
+address, the treedef and the vmap levels the site was batched by (each a tuple of per-operand axes
+and a size). It has no key operand: the interpreter derives every site's key from the program's
+key.
 """
 
 import jax
@@ -35,8 +37,7 @@ def _vmap_level(fn, axes, size):
 
 def _abstract_eval(*avals, address, treedef, levels):
     def draw(key, leaves, _):
-        dist, _ = unflatten(treedef, leaves)
-        return dist.sample(key)
+        return unflatten(treedef, leaves)[0].sample(key)
 
     out = jax.eval_shape(lift(draw, levels), _KEY_SHAPE, list(avals), list(avals))
     return ShapedArray(out.shape, out.dtype)
@@ -64,6 +65,6 @@ sample_p.def_impl(_impl)
 batching.primitive_batchers[sample_p] = _batch
 
 
-def bind_sample(address, dist, strategy):
-    leaves, treedef = jax.tree_util.tree_flatten((dist, strategy))
+def bind_sample(address, dist, strategy, batch=()):
+    leaves, treedef = jax.tree_util.tree_flatten((dist, strategy, batch))
     return sample_p.bind(*leaves, address=address, treedef=treedef, levels=())

@@ -15,6 +15,7 @@ choices as a nested dict under the address.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import jax.numpy as jnp
@@ -38,7 +39,7 @@ class Prefixed(Handler):
         self.below, self.address = below, address
 
     def sample(self, site, below):
-        return self.below(Site(f"{self.address}/{site.address}", site.dist, site.strategy))
+        return self.below(dataclasses.replace(site, address=f"{self.address}/{site.address}"))
 
 
 def add(total, term):

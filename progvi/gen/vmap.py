@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..adev.handlers import handle, independent
 from .choices import check_batched, paths
 from .errors import CombinatorError
 from .generative_function import GenerativeFunction
@@ -115,9 +116,15 @@ class Vmap(GenerativeFunction):
     def simulate_in_program(self, *args) -> Trace:
         # jax.vmap around the body: its sample sites become batched sites of the program, each
         # datapoint drawing with its own key (the core splits the site's key per batch entry).
+        # `independent` batches sites whose distribution does not depend on the mapped args.
         axes = self._axes(args)
-        self._size(args, axes)
-        tr = jax.vmap(self.gen_fn.simulate_in_program, in_axes=axes)(*args)
+        size = self._size(args, axes)
+
+        def one(index, *args):
+            with handle(independent(index)):
+                return self.gen_fn.simulate_in_program(*args)
+
+        tr = jax.vmap(one, in_axes=(0, *axes))(jnp.arange(size), *args)
         return Trace(tr.choices, jnp.sum(tr.score), tr.retval)
 
     def density_in_program(self, choices, *args):

@@ -243,3 +243,26 @@ def test_a_call_sampled_directly_in_a_program_is_a_nested_simulate():
     rf_grads = np.asarray(jax.jit(jax.vmap(lambda k: rf.grad(k, 0.7)))(keys))
     assert rf_grads.std() > 2 * grads.std()  # the override reached the nested site
     assert abs(rf_grads.mean() - 1.4) < 4 * rf_grads.std() / np.sqrt(rf_grads.size)
+
+
+def test_plate_sites_that_ignore_the_mapped_arguments_draw_independently():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import numpyro.distributions as nd
+
+    import progvi as pv
+
+    @pv.gen
+    def point(mu):
+        return pv.sample("noise", nd.Normal(0.0, 1.0)) + mu
+
+    @pv.expectation
+    def nested(mus):
+        return pv.simulate(pv.vmap(pv.vmap(point)), mus).retval.reshape(-1)
+
+    keys = jax.random.split(jax.random.key(4), 4000)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: nested.estimate(k, jnp.zeros((2, 3)))))(keys))
+    corr = np.corrcoef(draws.T)
+    assert np.all(np.abs(corr[~np.eye(6, dtype=bool)]) < 4 / np.sqrt(4000)), corr
+    np.testing.assert_allclose(draws.std(0), 1.0, atol=0.06)
