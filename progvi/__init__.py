@@ -36,3 +36,7 @@ from .gen import merge as merge
 from .gen import scan as scan
 from .gen import simulate as simulate
 from .gen import vmap as vmap
+from .inference import Marginal as Marginal
+from .inference import Normalize as Normalize
+from .inference import marginal as marginal
+from .inference import normalize as normalize

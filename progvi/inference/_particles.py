@@ -1,0 +1,32 @@
+"""Independent runs of a generative function inside a program, at addresses of their own."""
+
+import jax
+import jax.numpy as jnp
+
+from ..adev.handlers import active, dispatch, handle, independent
+from ..gen.handlers import Prefixed
+
+
+def simulate_particles(gen_fn, num: int, address: str, *args):
+    """`num` traces of `gen_fn`, batched along axis 0; their sites are ``address/...``.
+
+    Each particle draws independently (one batched site per choice); only strategies that need
+    no continuation can draw here.
+    """
+    stack = active()
+    send = lambda site: dispatch(stack, site)  # noqa: E731
+
+    def one(index):
+        with handle(Prefixed(send, address)), handle(independent(index)):
+            return gen_fn.simulate_in_program(*args)
+
+    return jax.vmap(one)(jnp.arange(num))
+
+
+def take(tree, index):
+    """Entry `index` of every leaf of a batched pytree."""
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def log_mean_exp(log_w):
+    return jax.nn.logsumexp(log_w) - jnp.log(log_w.shape[0])

@@ -1,0 +1,156 @@
+"""`pv.normalize`: the sampling-importance-resampling family of a target and a proposal.
+
+Given an unnormalized target ``p̃(z)`` (the density of a generative function at ``z`` merged
+with fixed observations) and a proposal ``q(z)``, the family draws ``z_1..z_K ~ q``, weighs them
+by ``w_k = p̃(z_k) / q(z_k)`` and returns ``z_j`` with ``j ~ Categorical(w)``. Its density is
+estimated by
+
+.. math::
+   \\hat p(z_j) = \\frac{\\tilde p(z_j)}{\\frac{1}{K} \\sum_k w_k},
+
+* after ``pv.simulate``: from the K particles drawn, so ``E[1 / \\hat p(z) \\mid z] =
+  1 / q_{SIR}(z)`` (the reciprocal is unbiased, as an ELBO-style objective needs);
+* by ``pv.density`` of a given ``z``: with ``z`` as one particle and K - 1 drawn from ``q``, an
+  unbiased estimate of ``q_{SIR}(z)``.
+
+As K grows the family approaches the normalized target, which is how forward-KL and wake-sleep
+objectives use it.
+
+References:
+  Rubin, "Using the SIR algorithm to simulate posterior distributions", Bayesian Statistics 3,
+  1988.
+  Becker et al., "Probabilistic Programming with Programmable Variational Inference", PLDI 2024.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as nd
+
+from ..adev.handlers import sample
+from ..gen.choices import merge
+from ..gen.generative_function import GenerativeFunction
+from ..gen.trace import Trace
+from ._particles import log_mean_exp, simulate_particles, take
+
+
+class Normalize(GenerativeFunction):
+    """Sampling-importance-resampling of `target` with `proposal`; see `pv.normalize`."""
+
+    def __init__(self, target, proposal, num_particles, target_args, observations):
+        self.target, self.proposal, self.K = target, proposal, num_particles
+        self.target_args, self.observations = tuple(target_args), dict(observations or {})
+
+    @property
+    def name(self) -> str:
+        return f"normalize({self.target.name}, {self.proposal.name})"
+
+    def _log_target(self, choices, density):
+        return density(merge(choices, self.observations), *self.target_args)[0]
+
+    # Inside expectation programs.
+
+    def simulate_in_program(self, *args) -> Trace:
+        parts = simulate_particles(self.proposal, self.K, "particles", *args)
+        log_p = jax.vmap(lambda z: self._log_target(z, self.target.density_in_program))(
+            parts.choices
+        )
+        log_w = log_p - parts.score
+        index = sample("index", nd.Categorical(logits=log_w))
+        return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+
+    def density_in_program(self, choices, *args):
+        log_p = self._log_target(choices, self.target.density_in_program)
+        log_w = log_p - self.proposal.density_in_program(choices, *args)[0]
+        if self.K > 1:
+            parts = simulate_particles(self.proposal, self.K - 1, "particles", *args)
+            others = jax.vmap(lambda z: self._log_target(z, self.target.density_in_program))(
+                parts.choices
+            )
+            log_w = jnp.concatenate([log_w[None], others - parts.score])
+        return log_p - log_mean_exp(jnp.atleast_1d(log_w)), None
+
+    # Outside expectation programs.
+
+    def simulate(self, key, *args) -> Trace:
+        """Draws by sampling-importance-resampling; the score is ``log p̂(z)`` above."""
+        k_parts, k_index = jax.random.split(key)
+        parts = jax.vmap(lambda k: self.proposal.simulate(k, *args))(
+            jax.random.split(k_parts, self.K)
+        )
+        log_p = jax.vmap(lambda z: self._log_target(z, self.target.assess))(parts.choices)
+        log_w = log_p - parts.score
+        index = jax.random.categorical(k_index, log_w)
+        return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+
+    def estimate_log_density(self, key, choices, *args):
+        """``log p̂(z)`` with z and K - 1 proposal particles: ``exp`` of it is unbiased."""
+        log_p = self._log_target(choices, self.target.assess)
+        log_w = log_p - self.proposal.assess(choices, *args)[0]
+        keys = jax.random.split(key, self.K - 1)
+        parts = jax.vmap(lambda k: self.proposal.simulate(k, *args))(keys)
+        others = jax.vmap(lambda z: self._log_target(z, self.target.assess))(parts.choices)
+        return log_p - log_mean_exp(jnp.concatenate([log_w[None], others - parts.score]))
+
+    def assess(self, choices, *args):
+        raise _no_exact_density(self.name)
+
+    def generate(self, key, constraints, *args):
+        raise _no_exact_density(self.name)
+
+
+def _no_exact_density(name):
+    return TypeError(
+        f"{name} has no exact density, so assess and generate are not defined for it. Inside "
+        "an expectation program use pv.density (an unbiased estimate); outside, use "
+        "family.estimate_log_density(key, choices, *args)."
+    )
+
+
+def normalize(
+    target: GenerativeFunction,
+    proposal: GenerativeFunction,
+    num_particles: int,
+    target_args: tuple = (),
+    observations: Mapping | None = None,
+) -> Normalize:
+    """The family that samples ``target`` (normalized) by importance resampling `proposal`.
+
+    Args:
+      target: the unnormalized target, e.g. the model; its density is taken at the proposal's
+        choices merged with `observations`.
+      proposal: a generative function whose choices are the target's latent choices; the
+        family's arguments are the proposal's.
+      num_particles: K >= 1, the number of proposal particles.
+      target_args: the target's arguments.
+      observations: choices of the target that are fixed (the data).
+
+    Returns:
+      A `Normalize` generative function (see the module doc for its density estimates). Inside
+      a program its particles are sites ``particles/...`` and the resampled index a site
+      ``index``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+      >>> @pv.gen
+      ... def model():
+      ...     z = pv.sample("z", dist.Normal(0.0, 1.0))
+      ...     pv.sample("x", dist.Normal(z, 1.0))
+      >>> @pv.gen
+      ... def wide():
+      ...     pv.sample("z", dist.Normal(0.0, 2.0))
+      >>> sir = pv.normalize(model, wide, num_particles=50, observations={"x": 2.0})
+      >>> keys = jax.random.split(jax.random.key(0), 2000)
+      >>> zs = jax.vmap(lambda k: sir.simulate(k).choices["z"])(keys)
+      >>> print(f"{zs.mean():.1f}")  # the posterior mean is 1
+      1.0
+    """
+    if not (isinstance(num_particles, int) and num_particles >= 1):
+        raise ValueError(
+            f"pv.normalize({target.name}, {proposal.name}, ...): num_particles={num_particles!r} "
+            "must be an int >= 1."
+        )
+    return Normalize(target, proposal, num_particles, target_args, observations)
