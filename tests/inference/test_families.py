@@ -86,7 +86,8 @@ def test_marginal_bound_tightens_with_particles():
     gaps = []
     for k in [1, 4, 16]:
         family = pv.marginal(joint, keep=["z"], proposal=reverse, num_particles=k)
-        tr = jax.vmap(lambda key: family.simulate(key, M))(jax.random.split(jax.random.key(k), N))
+        keys = jax.random.split(jax.random.key(k), N)
+        tr = jax.vmap(lambda key, f=family: f.simulate(key, M))(keys)
         gaps.append(float(jnp.mean(tr.score - norm.logpdf(tr.choices["z"], M, np.sqrt(2)))))
     assert gaps[0] > gaps[1] > gaps[2] > 0, gaps
 
