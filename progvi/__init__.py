@@ -40,3 +40,9 @@ from .inference import Marginal as Marginal
 from .inference import Normalize as Normalize
 from .inference import marginal as marginal
 from .inference import normalize as normalize
+from .train import FitResult as FitResult
+from .train import NonFiniteError as NonFiniteError
+from .train import TrainState as TrainState
+from .train import TrainStep as TrainStep
+from .train import fit as fit
+from .train import make_step as make_step

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/env.sh dev,examples,docs
-JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" .venv/bin/python examples/quickstart.py "$@"
+JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}" .venv/bin/python examples/vae.py "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import zlib
 from collections.abc import Mapping
 
 from ._compat import sub_jaxprs
@@ -42,3 +43,24 @@ def site_addresses(jaxpr) -> list[str]:
                 )
             seen.append(address)
     return seen
+
+
+def addresses_in(eqn) -> list[str]:
+    """The addresses of the sample sites in one equation (its own, or those of its bodies)."""
+    if eqn.primitive is sample_p:
+        return [eqn.params["address"]]
+    return sorted({a for inner in sub_jaxprs(eqn) for a in _all_addresses(inner)})
+
+
+def _all_addresses(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield from addresses_in(eqn)
+
+
+def address_salt(eqn) -> int:
+    """A number derived from the addresses in `eqn`, to fold into the key of its draws.
+
+    Keying draws by address, not by the equation's position, keeps them the same when unrelated
+    equations come and go (a dtype conversion of a Python-float argument, an edit elsewhere).
+    """
+    return zlib.crc32("|".join(addresses_in(eqn)).encode()) & 0x7FFFFFFF

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ._compat import Literal, bind_equation, sub_jaxprs
+from .addresses import address_salt
 from .errors import ProgramError, StrategyError
 from .primitive import lift, sample_p, unflatten
 from .strategy import Continuation, instantiate_tangent
@@ -35,7 +36,7 @@ class State(NamedTuple):
 
 
 class Frame(NamedTuple):
-    key: Any  # this jaxpr's key; equation i draws from fold_in(key, i)
+    key: Any  # this jaxpr's key; an equation draws from fold_in(key, salt of its addresses)
     loop: str | None = None  # the loop whose body is being interpreted, if any
 
 
@@ -82,7 +83,7 @@ def _run_from(jaxpr, start, env, frame, state, kont):
             env_after.update(zip(eqn.outvars, outs, strict=True))
             return _run_from(jaxpr, i + 1, env_after, frame, state, kont)
 
-        sub = frame._replace(key=jax.random.fold_in(frame.key, i))
+        sub = frame._replace(key=jax.random.fold_in(frame.key, address_salt(eqn)))
         return rule(eqn, invals, sub, state, rest)
     return kont([_read(env, v) for v in jaxpr.outvars], state)
 

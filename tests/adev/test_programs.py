@@ -295,3 +295,18 @@ def test_same_key_same_result_argnums_and_pytrees():
         program.grad(KEY, params, 2.0)["m"],
         jax.grad(lambda p: program.estimate(KEY, p, 2.0))(params)["m"],
     )
+
+
+def test_draws_are_keyed_by_address_not_by_position():
+    @pv.expectation
+    def program(m):
+        return pv.sample("z", dist.Normal(m, 1.0))
+
+    @pv.expectation
+    def with_unrelated_work(m):
+        m = jnp.float32(m) * 1.0 + jnp.sin(0.0)
+        return pv.sample("z", dist.Normal(m, 1.0))
+
+    a = program.estimate(KEY, 0.0)
+    assert a == program.estimate(KEY, jnp.float32(0.0))  # a weak-type conversion moves no draw
+    assert a == with_unrelated_work.estimate(KEY, 0.0)

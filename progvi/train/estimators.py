@@ -1,0 +1,96 @@
+"""Estimator state: what a stateful gradient estimator carries from one training step to the next.
+
+Some estimators need more than the current draws: a REINFORCE baseline is best set to the
+objective's recent average, and the compositional estimator of an unnormalized model keeps a
+running inner estimate. Their state is pure data, threaded by `fit` and `make_step`, in the
+shape of an optax transformation: an `Estimator` is three pure functions,
+
+* ``init() -> state``,
+* ``read(state) -> argument``: what the objective program receives at a step,
+* ``update(value, state) -> state``: the next state, from the step's objective value.
+
+A step reads the state *before* it draws and updates it *after*, so the argument a program
+receives never depends on that step's random choices; a baseline built this way keeps the
+REINFORCE estimate unbiased.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+
+class Estimator(NamedTuple):
+    """The state a stateful gradient estimator keeps between steps, as three pure functions."""
+
+    init: Callable[[], Any]  # () -> the state before the first step
+    read: Callable[[Any], Any]  # state -> the argument passed to the objective program
+    update: Callable[[Any, Any], Any]  # (objective value of a step, state) -> the next state
+
+
+class MovingAverageState(NamedTuple):
+    """State of `moving_average_baseline`."""
+
+    average: Any  # the weighted mean of the values seen so far (0 before the first)
+    weight: Any  # 1 - decay**count: the total weight of those values, for the debiasing
+
+
+def moving_average_baseline(decay: float = 0.9) -> Estimator:
+    r"""A REINFORCE baseline: the exponentially decaying average of past objective values.
+
+    The program receives the current average as an argument and passes it to
+    ``pv.reinforce(baseline=b)``. Subtracting a constant that does not depend on the draw leaves
+    REINFORCE unbiased and, when it is close to the objective's value, removes most of its
+    variance. The average is debiased as Adam's moments are, so the first steps are not pulled
+    towards zero; before any update the baseline is 0.
+
+    .. math::
+
+        w_t = \beta w_{t-1} + (1 - \beta), \qquad
+        b_t = b_{t-1} + \frac{1 - \beta}{w_t} (v_t - b_{t-1})
+
+    Args:
+      decay: the weight :math:`\beta` of the past, in [0, 1): 0.9 averages about the last 10
+        steps.
+
+    Returns:
+      An `Estimator` whose state is a `MovingAverageState` and whose `read` gives the baseline.
+
+    Examples:
+      >>> import progvi as pv
+      >>> baseline = pv.train.moving_average_baseline(decay=0.5)
+      >>> state = baseline.init()
+      >>> for value in [4.0, 2.0]:
+      ...     state = baseline.update(value, state)
+      >>> print(f"{baseline.read(state):.3f}")  # (0.5 * 4 + 2) / 1.5
+      2.667
+
+    References:
+      Williams, "Simple statistical gradient-following algorithms for connectionist
+      reinforcement learning", Machine Learning 1992.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(
+            f"moving_average_baseline(decay={decay!r}): decay must be in [0, 1); it is the weight "
+            "of the past average, e.g. decay=0.9 averages about the last 10 steps."
+        )
+
+    def init():
+        zero = jnp.zeros((), jnp.result_type(float))
+        return MovingAverageState(average=zero, weight=zero)
+
+    def read(state):
+        return state.average
+
+    def update(value, state):
+        weight = decay * state.weight + (1.0 - decay)
+        rate = (1.0 - decay) / weight
+        return MovingAverageState(average=state.average + rate * (value - state.average),
+                                  weight=weight)
+
+    return Estimator(init=init, read=read, update=update)
+
+
+__all__ = ["Estimator", "MovingAverageState", "moving_average_baseline"]

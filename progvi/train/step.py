@@ -1,0 +1,199 @@
+"""One training step as a pure function: `make_step` and the state it threads."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..adev.errors import ProgramError
+from .estimators import Estimator
+
+DIRECTIONS = {"maximize": -1.0, "minimize": 1.0}  # the sign that turns each into a loss for optax
+
+
+class TrainState(NamedTuple):
+    """Everything a training step reads and writes."""
+
+    params: Any  # the parameters being fitted (any pytree of arrays)
+    opt_state: Any  # the optax optimizer's state
+    estimator_state: Any  # the stateful estimator's state (see `Estimator`); None without one
+    step: jax.Array  # the number of updates applied so far (int32 scalar)
+
+
+class TrainStep(NamedTuple):
+    """A pure training step and the function that builds the state it starts from."""
+
+    init: Callable[[Any], TrainState]  # params -> the state before the first step
+    step: Callable[..., tuple[TrainState, jax.Array]]  # (state, key, batch, *extra) -> (state, v)
+
+
+def make_step(
+    objective,
+    optimizer: optax.GradientTransformation,
+    *,
+    direction: str,
+    per_datapoint: bool = False,
+    estimator: Estimator | None = None,
+) -> TrainStep:
+    """A pure, jittable training step for an expectation program, for users with their own loop.
+
+    The step draws one estimate of the objective and its gradient with respect to the params,
+    hands the gradient (negated when maximizing) to the optax `optimizer`, and updates the
+    estimator state from the estimate. The objective is called as
+
+    ``objective.estimate(key, params, batch, estimator_arg, *extra)``
+
+    where ``batch`` is left out when it is None and ``estimator_arg`` (``estimator.read`` of the
+    state) is left out without an `estimator`. With ``per_datapoint=True`` the program describes
+    one datapoint: it is vmapped over the leading axis of ``batch`` with one key per datapoint
+    (``jax.random.split(key, batch_size)``) and the estimates are averaged, which JAX
+    differentiates once for the whole batch.
+
+    Args:
+      objective: a ``@pv.expectation`` program (anything with ``estimate(key, params, ...)``)
+        returning a scalar.
+      optimizer: any optax gradient transformation, e.g. ``optax.adam(1e-3)``.
+      direction: ``"maximize"`` (an ELBO) or ``"minimize"`` (a loss); required, so that the sign
+        is never a guess.
+      per_datapoint: whether `objective` scores one datapoint and is averaged over the batch.
+      estimator: a stateful estimator (`pv.train.Estimator`), e.g.
+        `pv.train.moving_average_baseline`; each step passes ``estimator.read`` of its state to
+        the program and then updates the state from the step's value.
+
+    Returns:
+      A `TrainStep`: ``init(params) -> TrainState`` and
+      ``step(state, key, batch=None, *extra) -> (state, value)``, where ``value`` is the
+      objective's estimate at the params before the update. Both are pure: wrap ``step`` in
+      `jax.jit` or call it inside `lax.scan`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, optax, progvi as pv
+      >>> @pv.expectation
+      ... def elbo(phi, x):  # model z ~ N(0, 1), x ~ N(z, 1); guide N(phi, 1)
+      ...     z = pv.sample("z", dist.Normal(phi, 1.0))
+      ...     return dist.Normal(z, 1.0).log_prob(x) + dist.Normal(0.0, 1.0).log_prob(z)
+      >>> train = pv.make_step(elbo, optax.adam(0.1), direction="maximize")
+      >>> step = jax.jit(train.step)
+      >>> state = train.init(jnp.array(0.0))
+      >>> for t in range(300):
+      ...     state, value = step(state, jax.random.key(t), jnp.array(3.0))
+      >>> print(f"{state.params:.1f}")  # the exact posterior mean is 1.5
+      1.5
+    """
+    sign = _sign(direction, "make_step")
+    _check_objective(objective, "make_step")
+    _check_optimizer(optimizer)
+    if estimator is not None and not isinstance(estimator, Estimator):
+        raise TypeError(
+            f"make_step: estimator={estimator!r} is not a pv.train.Estimator. Pass e.g. "
+            "estimator=pv.train.moving_average_baseline(0.9), or leave it out."
+        )
+
+    def init(params) -> TrainState:
+        # Python floats would enter as weakly typed arrays and leave the first step strongly
+        # typed; fixing the types here keeps a jitted step on one compilation.
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+        return TrainState(
+            params=params,
+            opt_state=optimizer.init(params),
+            estimator_state=None if estimator is None else estimator.init(),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    def step(state: TrainState, key, batch=None, *extra):
+        est_args = () if estimator is None else (estimator.read(state.estimator_state),)
+
+        def loss(params):
+            value = objective_value(objective, per_datapoint, key, params, batch, est_args, extra)
+            # The sign seeds the backward pass, so maximizing costs no extra pass over the grads.
+            return sign * value, value
+
+        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        estimator_state = (
+            None if estimator is None else estimator.update(value, state.estimator_state)
+        )
+        new = TrainState(
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+            estimator_state=estimator_state,
+            step=state.step + 1,
+        )
+        return new, value
+
+    return TrainStep(init=init, step=step)
+
+
+def objective_value(objective, per_datapoint, key, params, batch, est_args, extra):
+    """The objective's estimate on one batch: see `make_step` for how it is called."""
+    name = getattr(objective, "__name__", repr(objective))
+    if not per_datapoint:
+        data = () if batch is None else (batch,)
+        value = objective.estimate(key, params, *data, *est_args, *extra)
+        if jnp.shape(value) != ():
+            raise ProgramError(
+                f"objective {name!r} returned shape {jnp.shape(value)}; training needs a scalar. "
+                "If it scores each datapoint of the batch, pass per_datapoint=True with a "
+                "program for one datapoint, or return jnp.mean of the values."
+            )
+        return value
+    if batch is None:
+        raise ValueError(
+            f"per_datapoint=True but no batch was given for objective {name!r}: pass data "
+            "(fit) or a batch (the step), or set per_datapoint=False."
+        )
+    size = _leading_size(batch)
+    keys = jax.random.split(key, size)
+    values = jax.vmap(
+        lambda k, x: objective.estimate(k, params, x, *est_args, *extra)
+    )(keys, batch)
+    if values.shape != (size,):
+        raise ProgramError(
+            f"objective {name!r} returned shape {values.shape[1:]} for one datapoint; with "
+            "per_datapoint=True it must return a scalar for each datapoint."
+        )
+    return jnp.mean(values)
+
+
+def _leading_size(batch) -> int:
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(batch)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "the arrays of a batch must share a leading (datapoint) axis, but their leading sizes "
+            f"are {sorted(sizes, key=str)}. Pass e.g. (x, y) with x.shape[0] == y.shape[0]."
+        )
+    return sizes.pop()
+
+
+def _sign(direction, caller) -> float:
+    if direction not in DIRECTIONS:
+        raise ValueError(
+            f"{caller}: direction={direction!r}; it must be 'maximize' (e.g. an ELBO) or "
+            "'minimize' (e.g. a loss or a KL)."
+        )
+    return DIRECTIONS[direction]
+
+
+def _check_objective(objective, caller):
+    if not callable(getattr(objective, "estimate", None)):
+        what = getattr(objective, "__name__", type(objective).__name__)
+        raise TypeError(
+            f"{caller}: the objective {what!r} is not an expectation program. Decorate the "
+            "function with @pv.expectation; it is called as "
+            "objective.estimate(key, params, batch, ...)."
+        )
+
+
+def _check_optimizer(optimizer):
+    if not all(callable(getattr(optimizer, name, None)) for name in ("init", "update")):
+        raise TypeError(
+            f"the optimizer {optimizer!r} is not an optax gradient transformation. Pass e.g. "
+            "optax.adam(1e-3)."
+        )
+
+
+__all__ = ["TrainState", "TrainStep", "make_step"]
