@@ -34,7 +34,7 @@ from ..adev.handlers import sample
 from ..gen.choices import merge
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
-from ._particles import log_mean_exp, simulate_particles, take
+from ._estimated import log_mean_exp, no_exact_density, simulate_particles, take
 
 
 class Normalize(GenerativeFunction):
@@ -96,18 +96,11 @@ class Normalize(GenerativeFunction):
         return log_p - log_mean_exp(jnp.concatenate([log_w[None], others - parts.score]))
 
     def assess(self, choices, *args):
-        raise _no_exact_density(self.name)
+        raise no_exact_density(self.name)
 
     def generate(self, key, constraints, *args):
-        raise _no_exact_density(self.name)
+        raise no_exact_density(self.name)
 
-
-def _no_exact_density(name):
-    return TypeError(
-        f"{name} has no exact density, so assess and generate are not defined for it. Inside "
-        "an expectation program use pv.density (an unbiased estimate); outside, use "
-        "family.estimate_log_density(key, choices, *args)."
-    )
 
 
 def normalize(

@@ -1,4 +1,4 @@
-"""Independent runs of a generative function inside a program, at addresses of their own."""
+"""What families with estimated densities share: particles, log-mean-exp, the missing assess."""
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +30,12 @@ def take(tree, index):
 
 def log_mean_exp(log_w):
     return jax.nn.logsumexp(log_w) - jnp.log(log_w.shape[0])
+
+
+def no_exact_density(name: str) -> TypeError:
+    """The error of `assess` and `generate` on a family whose density is only estimated."""
+    return TypeError(
+        f"{name} has no exact density, so assess and generate are not defined for it. Inside "
+        "an expectation program use pv.density (an unbiased estimate); outside, use "
+        "family.estimate_log_density(key, choices, *args)."
+    )
