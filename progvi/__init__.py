@@ -21,6 +21,7 @@ from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
 from .adev import leave_one_out as leave_one_out
 from .adev import mvd as mvd
+from .adev import plate as plate
 from .adev import reinforce as reinforce
 from .adev import reparam as reparam
 from .adev import sample as sample

@@ -36,3 +36,9 @@ def scan_parts(eqn, values):
 def scan_num_carry(eqn):
     _, carry, _ = scan_parts(eqn, range(len(eqn.invars)))
     return len(carry)
+
+
+def hoist_consts(closed):
+    """An open jaxpr whose inputs are the closed jaxpr's constants, then its inputs."""
+    jaxpr = closed.jaxpr
+    return jaxpr.replace(constvars=[], invars=[*jaxpr.constvars, *jaxpr.invars])

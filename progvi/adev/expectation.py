@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 
-from . import control_flow  # noqa: F401  (registers the control-flow rules)
+from . import control_flow, plate  # noqa: F401  (register their interpreter rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
 from .errors import ProgramError, SampleOutsideProgramError, StrategyError
