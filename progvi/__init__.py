@@ -21,6 +21,7 @@ from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
 from .adev import leave_one_out as leave_one_out
 from .adev import mvd as mvd
+from .adev import particles as particles
 from .adev import plate as plate
 from .adev import reinforce as reinforce
 from .adev import reparam as reparam
@@ -39,8 +40,19 @@ from .gen import simulate as simulate
 from .gen import vmap as vmap
 from .inference import Marginal as Marginal
 from .inference import Normalize as Normalize
+from .inference import ObjectiveError as ObjectiveError
+from .inference import elbo as elbo
+from .inference import elbo_stl as elbo_stl
+from .inference import forward_kl as forward_kl
+from .inference import iwae as iwae
+from .inference import iwae_dreg as iwae_dreg
 from .inference import marginal as marginal
 from .inference import normalize as normalize
+from .inference import renyi as renyi
+from .inference import rws as rws
+from .inference import vimco as vimco
+from .inference import wake_p as wake_p
+from .inference import wake_q as wake_q
 from .train import FitResult as FitResult
 from .train import NonFiniteError as NonFiniteError
 from .train import TrainState as TrainState

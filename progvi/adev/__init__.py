@@ -23,6 +23,7 @@ from .leave_one_out import LeaveOneOut as LeaveOneOut
 from .leave_one_out import leave_one_out as leave_one_out
 from .mvd import MVD as MVD
 from .mvd import mvd as mvd
+from .particles import particles as particles
 from .plate import plate as plate
 from .reinforce import Reinforce as Reinforce
 from .reinforce import reinforce as reinforce

@@ -3,7 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from ..adev.handlers import active, dispatch, handle, independent
+from ..adev.handlers import active, dispatch, handle
+from ..adev.particles import particles
 from ..gen.handlers import Prefixed
 
 
@@ -14,13 +15,8 @@ def simulate_particles(gen_fn, num: int, address: str, *args):
     no continuation can draw here.
     """
     stack = active()
-    send = lambda site: dispatch(stack, site)  # noqa: E731
-
-    def one(index):
-        with handle(Prefixed(send, address)), handle(independent(index)):
-            return gen_fn.simulate_in_program(*args)
-
-    return jax.vmap(one)(jnp.arange(num))
+    with handle(Prefixed(lambda site: dispatch(stack, site), address)):
+        return particles(gen_fn.simulate_in_program, num, *args)
 
 
 def take(tree, index):
