@@ -109,6 +109,10 @@ class Expectation:
           >>> print(f"{loss.estimate(jax.random.key(0), 0.4):.2f}")  # enumeration: exact
           -0.12
         """
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, args))):
+            # Inside a transformation: a jit boundary here would make JAX trace the program
+            # twice (its value and its JVP) when the caller differentiates.
+            return self._estimate(key, *args)
         return self._jit("estimate", lambda: self._estimate)(key, *args)
 
     def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
