@@ -33,6 +33,7 @@ from .gen import CombinatorError as CombinatorError
 from .gen import GenerativeFunction as GenerativeFunction
 from .gen import Trace as Trace
 from .gen import density as density
+from .gen import distribution as distribution
 from .gen import gen as gen
 from .gen import merge as merge
 from .gen import scan as scan

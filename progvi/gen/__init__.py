@@ -1,6 +1,8 @@
 """Generative functions: `@gen`, traces, choice maps, simulate / assess / generate, combinators."""
 
 from .choices import merge as merge
+from .distribution import DistributionFunction as DistributionFunction
+from .distribution import distribution as distribution
 from .errors import ChoiceError as ChoiceError
 from .errors import CombinatorError as CombinatorError
 from .function import GenFunction as GenFunction
@@ -19,12 +21,14 @@ __all__ = [
     "Call",
     "ChoiceError",
     "CombinatorError",
+    "DistributionFunction",
     "GenFunction",
     "GenerativeFunction",
     "Scan",
     "Trace",
     "Vmap",
     "density",
+    "distribution",
     "gen",
     "merge",
     "scan",

@@ -24,6 +24,7 @@ from numpyro.distributions import Distribution
 from ..adev.errors import AddressError, StrategyError
 from ..adev.handlers import Handler, Site, handle
 from .choices import check_finite, choice_value, extra, missing, site_key
+from .distribution import DistributionFunction
 from .errors import ChoiceError
 from .generative_function import Call
 
@@ -70,6 +71,8 @@ class Recorder(Handler):
                 "pv.vmap / pv.scan for repeated structure."
             )
         target = site.dist
+        if isinstance(target, Call) and isinstance(target.gen_fn, DistributionFunction):
+            target = target.gen_fn.make(*target.args)  # a distribution's call is its one choice
         if isinstance(target, Call):
             if site.strategy is not None:
                 raise StrategyError(
