@@ -80,10 +80,7 @@ def plate(fn, *args, in_axes=0):
             f"for each of the {len(args)} arguments."
         )
     flat, tree = jax.tree.flatten(args)
-    leaf_axes = jax.tree.leaves(
-        tuple(jax.tree.map(lambda _, a=a: a, arg) for arg, a in zip(args, axes, strict=True)),
-        is_leaf=lambda x: x is None,
-    )
+    leaf_axes = [a for arg, a in zip(args, axes, strict=True) for _ in jax.tree.leaves(arg)]
     sizes = {jnp.shape(x)[a] for x, a in zip(flat, leaf_axes, strict=True) if a is not None}
     if len(sizes) != 1:
         raise ProgramError(
