@@ -96,3 +96,16 @@ def test_plate_errors():
 
     with pytest.raises(pv.ProgramError, match=r"share one number of datapoints.*\[3, 4\]"):
         mismatched.estimate(jax.random.key(0))
+
+
+def test_pytree_arguments_and_shared_arguments():
+    @pv.expectation
+    def program(m):
+        def term(data, scale):
+            z = pv.sample("z", dist.Normal(m + data["x"], scale))
+            return data["c"] * z**2
+
+        return pv.plate(term, {"x": XS, "c": CS}, 0.5, in_axes=(0, None))
+
+    # d/dm Σ c_i ((m + x_i)^2 + 0.25) = Σ 2 c_i (m + x_i)
+    assert_unbiased(grads(program, 0.2), float(jnp.sum(2 * CS * (0.2 + XS))))
