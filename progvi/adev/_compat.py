@@ -6,8 +6,8 @@ update when it does.
 
 from jax.core import ShapedArray  # noqa: F401
 from jax.custom_derivatives import SymbolicZero  # noqa: F401
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive, Var  # noqa: F401
-from jax.interpreters import batching, mlir  # noqa: F401
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive  # noqa: F401
+from jax.interpreters import batching  # noqa: F401
 
 
 def bind_equation(eqn, invals):
@@ -31,11 +31,6 @@ def scan_parts(eqn, values):
     """Splits a scan equation's inputs into (consts, carry, xs), each a list."""
     consts, carry, xs = eqn.params["ft_in"].update(list(values)).unpack()
     return list(consts), list(carry), list(xs)
-
-
-def scan_num_carry(eqn):
-    _, carry, _ = scan_parts(eqn, range(len(eqn.invars)))
-    return len(carry)
 
 
 def hoist_consts(closed):
