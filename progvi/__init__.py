@@ -1,14 +1,18 @@
 """progvi: programmable variational inference for JAX."""
 
 from . import interop as interop
+from . import train as train
+from . import unnormalized as unnormalized
 from ._version import __version__ as __version__
 from .adev import MVD as MVD
 from .adev import AddressError as AddressError
 from .adev import Continuation as Continuation
 from .adev import Enum as Enum
 from .adev import Expectation as Expectation
+from .adev import InnerEstimates as InnerEstimates
 from .adev import LeaveOneOut as LeaveOneOut
 from .adev import Local as Local
+from .adev import LogExpectationEstimator as LogExpectationEstimator
 from .adev import ProgramError as ProgramError
 from .adev import ProgviError as ProgviError
 from .adev import Reinforce as Reinforce
@@ -20,6 +24,7 @@ from .adev import enum as enum
 from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
 from .adev import leave_one_out as leave_one_out
+from .adev import log_expectation as log_expectation
 from .adev import mvd as mvd
 from .adev import particles as particles
 from .adev import plate as plate
@@ -60,3 +65,6 @@ from .train import TrainState as TrainState
 from .train import TrainStep as TrainStep
 from .train import fit as fit
 from .train import make_step as make_step
+from .unnormalized.compositional import compositional as compositional
+from .unnormalized.plug_in import plug_in as plug_in
+from .unnormalized.tangent_bound import tangent_bound as tangent_bound

@@ -21,6 +21,9 @@ from .handlers import independent as independent
 from .handlers import sample as sample
 from .leave_one_out import LeaveOneOut as LeaveOneOut
 from .leave_one_out import leave_one_out as leave_one_out
+from .log_expectation import InnerEstimates as InnerEstimates
+from .log_expectation import LogExpectationEstimator as LogExpectationEstimator
+from .log_expectation import log_expectation as log_expectation
 from .mvd import MVD as MVD
 from .mvd import mvd as mvd
 from .particles import particles as particles
@@ -29,6 +32,7 @@ from .reinforce import Reinforce as Reinforce
 from .reinforce import reinforce as reinforce
 from .reparam import Reparam as Reparam
 from .reparam import reparam as reparam
+from .state import Estimator as Estimator
 from .strategy import Continuation as Continuation
 from .strategy import Local as Local
 from .strategy import Strategy as Strategy

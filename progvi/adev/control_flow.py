@@ -24,6 +24,8 @@ def call_rule(eqn, invals, frame, state, kont):
 
 def cond_rule(eqn, invals, frame, state, kont):
     (index, _), operands = invals[0], invals[1:]
+    # The rest of the program runs inside each branch: states written there could not leave it.
+    state = state._replace(barrier=state.barrier or "after a lax.cond with sample sites")
     branches = [
         lambda br=br: run(br.jaxpr, br.consts, operands, frame, state, kont)
         for br in eqn.params["branches"]
@@ -58,6 +60,7 @@ def scan_rule(eqn, invals, frame, state, kont):
     consts, init, xs = scan_parts(eqn, invals)
     num_carry, pure = len(init), state.pure
     body_frame = frame._replace(loop="lax.scan")
+    state = state._replace(barrier=state.barrier or "inside a lax.scan body")
 
     def step(carry, inputs):
         (values, scores), (x, t) = carry, inputs

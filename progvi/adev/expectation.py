@@ -7,8 +7,10 @@ import functools
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from . import control_flow, plate  # noqa: F401  (register their interpreter rules)
+from . import control_flow, log_expectation, plate  # noqa: F401  (register their rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
 from .errors import ProgramError, SampleOutsideProgramError, StrategyError
@@ -17,6 +19,7 @@ from .interpreter import Frame, State, finish, run
 from .primitive import bind_sample
 from .reinforce import reinforce
 from .reparam import reparam
+from .state import Sink, init_states
 from .strategy import Strategy
 
 
@@ -62,7 +65,7 @@ class Expectation:
         self.fn = fn
         self.overrides = overrides
         functools.update_wrapper(self, fn)
-        self._estimate = _make_estimate(self)
+        self._estimate, self._estimate_with_state = _make_estimate(self)
         self._jitted = {}
 
     def __call__(self, *args):
@@ -115,6 +118,60 @@ class Expectation:
             return self._estimate(key, *args)
         return self._jit("estimate", lambda: self._estimate)(key, *args)
 
+    def init_state(self, *args) -> dict:
+        """The initial state of each stateful estimator in the program, keyed by address.
+
+        Stateful estimators (``pv.compositional``, ``pv.reinforce`` with a
+        `pv.train.Estimator` baseline, or your own) keep pure state between steps; `fit` and
+        `make_step` create and thread it without any argument from you. Outside them, pass it
+        to `estimate_with_state`. A program without stateful estimators has the state ``{}``.
+
+        Examples:
+          >>> import jax, numpyro.distributions as dist, progvi as pv
+          >>> @pv.expectation
+          ... def log_weight(m):
+          ...     return pv.sample("y", dist.Normal(m, 1.0))
+          >>> @pv.expectation
+          ... def log_z(m):
+          ...     return pv.log_expectation(log_weight, m, estimator=pv.compositional(gamma=0.1))
+          >>> sorted(log_z.init_state(0.0))
+          ['log_weight']
+        """
+        return init_states(self.trace(*args).jaxpr)
+
+    def estimate_with_state(self, key, state, *args):
+        """One estimate from the estimator states `state`, and the states for the next step.
+
+        `state` is a dict keyed by address as `init_state` returns it (or as the previous call
+        returned it); None means the initial states. The estimate is differentiable in `args`
+        like `estimate`'s; the next states carry no gradient. `estimate(key, *args)` is
+        ``estimate_with_state(key, None, *args)[0]``: outside `fit`, each call of `estimate`
+        starts every stateful estimator from its initial state.
+
+        Examples:
+          >>> import jax, numpyro.distributions as dist, progvi as pv
+          >>> @pv.expectation
+          ... def log_weight(m):
+          ...     return pv.sample("y", dist.Normal(m, 0.1))
+          >>> @pv.expectation
+          ... def log_z(m):
+          ...     return pv.log_expectation(log_weight, m, estimator=pv.compositional(gamma=0.1))
+          >>> state = log_z.init_state(2.0)
+          >>> for t in range(200):
+          ...     value, state = log_z.estimate_with_state(jax.random.key(t), state, 2.0)
+          >>> print(f"{value:.2f}")  # log E[exp(y)] = 2 + 0.1**2 / 2
+          2.00
+        """
+        if state is not None and not isinstance(state, dict):
+            raise TypeError(
+                f"estimate_with_state: state={type(state).__name__}, but it must be the dict "
+                f"that {self.__name__}.init_state(*args) returns (or None for the initial states)."
+            )
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, state, args))):
+            return self._estimate_with_state(key, state, *args)
+        return self._jit("estimate_with_state", lambda: self._estimate_with_state)(
+            key, state, *args)
+
     def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
         """An unbiased estimate of the gradient of the expectation with respect to `argnums`.
 
@@ -158,23 +215,46 @@ class Expectation:
 
 
 def _make_estimate(program: Expectation):
-    def evaluate(key, args, tangents):
+    def evaluate(key, states, args, tangents):
         closed = program.trace(*args)
         flat_args = jax.tree.leaves(args)
         flat_tangents = _flat_tangents(tangents, len(flat_args))
         duals = list(zip(flat_args, flat_tangents, strict=True))
-        return run(closed.jaxpr, closed.consts, duals, Frame(key), State(), finish)
+        sink = Sink()
+        ret, dret = run(closed.jaxpr, closed.consts, duals, Frame(key, states=states),
+                        State(sink=sink), finish)
+        before = init_states(closed.jaxpr) if states is None else states
+        return (ret, dret), {**before, **sink.finish(ret)}
 
     @jax.custom_jvp
     def estimate(key, *args):
-        return evaluate(key, args, None)[0]
+        return evaluate(key, None, args, None)[0][0]
 
     def estimate_jvp(primals, tangents):
         key, *args = primals
-        return evaluate(key, tuple(args), tuple(tangents[1:]))
+        return evaluate(key, None, tuple(args), tuple(tangents[1:]))[0]
 
     estimate.defjvp(estimate_jvp, symbolic_zeros=True)
-    return estimate
+
+    @jax.custom_jvp
+    def estimate_with_state(key, states, *args):
+        (ret, _), new = evaluate(key, states, args, None)
+        return ret, new
+
+    def estimate_with_state_jvp(primals, tangents):
+        key, states, *args = primals
+        (ret, dret), new = evaluate(key, states, tuple(args), tuple(tangents[2:]))
+        return (ret, new), (dret, jax.tree.map(_zero_tangent, new))
+
+    estimate_with_state.defjvp(estimate_with_state_jvp, symbolic_zeros=True)
+    return estimate, estimate_with_state
+
+
+def _zero_tangent(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, jax.dtypes.float0)
 
 
 def _flat_tangents(tangents, n):

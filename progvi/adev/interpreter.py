@@ -8,7 +8,8 @@ strategy can run it several times.
 
 ``State`` threads the score terms of local strategies (REINFORCE) to the end of the program, where
 ``finish`` adds ``final value * score - offset`` to the tangent: the score-function estimator
-with per-site baselines (``offset`` accumulates ``baseline * score``).
+with per-site baselines (``offset`` accumulates ``baseline * score``). It also carries where the
+estimator states of this run are written (`state.Sink`), and why they cannot be, if they cannot.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from ._compat import Literal, bind_equation, sub_jaxprs
 from .addresses import address_salt
 from .errors import ProgramError, StrategyError
 from .primitive import lift, sample_p, unflatten
-from .strategy import Continuation, instantiate_tangent
+from .state import INITS, read, register
+from .strategy import Continuation, instantiate_tangent, stateful_field
 
 Dual = tuple[Any, Any]
 Kont = Callable[[list[Dual], "State"], Any]
@@ -33,11 +35,14 @@ class State(NamedTuple):
     score: Any = None  # Σ score tangents of local sites (coefficient: the final value)
     offset: Any = None  # Σ baseline · score tangent
     pure: bool = False  # plain sampling, no tangents: the continuation's `pure` form
+    sink: Any = None  # the `Sink` that receives this run's estimator states (None: dropped)
+    barrier: str | None = None  # why no state can be written here, if none can
 
 
 class Frame(NamedTuple):
     key: Any  # this jaxpr's key; an equation draws from fold_in(key, salt of its addresses)
     loop: str | None = None  # the loop whose body is being interpreted, if any
+    states: Any = None  # the estimator states of this step, by address (None: initial ones)
 
 
 def contains_sample(eqn) -> bool:
@@ -116,6 +121,18 @@ def sample_rule(eqn, invals, frame, state, kont):
     leaves = [p for p, _ in invals]
     tangents = [instantiate_tangent(p, t) for p, t in invals]
     dist, strategy, _ = unflatten(treedef, leaves)
+    field = stateful_field(strategy)
+    if field is not None:
+        # A stateful part (a moving-average baseline) is read before the draw and updated from
+        # the value of the term when it ends.
+        estimator = getattr(strategy, field)
+        current = read(frame.states, address, estimator.init)
+        if not state.pure:
+            register(state, address, estimator, current)
+        stateless = {field: estimator.read(current)}
+        strategy = strategy(**stateless)
+    else:
+        stateless = {}
     if state.pure:
         draw = lift(lambda k, xs, _: unflatten(treedef, xs)[0].sample(k), levels)
         return kont([(draw(frame.key, leaves, tangents), None)], state)
@@ -123,7 +140,7 @@ def sample_rule(eqn, invals, frame, state, kont):
 
         def local(key, xs, ts):
             d, s, _ = unflatten(treedef, xs)
-            loc = s.local(key, d, unflatten(treedef, ts)[0])
+            loc = s(**stateless).local(key, d, unflatten(treedef, ts)[0])
             if loc.score is None:
                 return loc.value, loc.tangent, None, None
             return loc.value, loc.tangent, loc.score, loc.score * loc.baseline
@@ -143,8 +160,11 @@ def sample_rule(eqn, invals, frame, state, kont):
             "or pv.reinforce."
         )
     pure_state = State(pure=True)
+    after = state._replace(barrier=state.barrier or (
+        f"after sample site {address!r}, whose strategy pv.{strategy.name} runs the rest of "
+        "the program several times"))
     cont = Continuation(
-        dual=lambda x, dx=None: kont([(x, dx)], state),
+        dual=lambda x, dx=None: kont([(x, dx)], after),
         pure=lambda x: kont([(x, None)], pure_state)[0],
     )
     return strategy.jvp(frame.key, dist, unflatten(treedef, tangents)[0], cont)
@@ -168,4 +188,12 @@ def finish(outs: list[Dual], state: State) -> Dual:
     return ret, dret
 
 
+def _sample_inits(eqn):
+    strategy_tree = jax.tree_util.treedef_children(eqn.params["treedef"])[1]
+    strategy = jax.tree.unflatten(strategy_tree, [None] * strategy_tree.num_leaves)
+    field = stateful_field(strategy)
+    return [] if field is None else [(eqn.params["address"], getattr(strategy, field).init())]
+
+
 RULES: dict[str, Callable] = {"progvi_sample": sample_rule}
+INITS["progvi_sample"] = _sample_inits

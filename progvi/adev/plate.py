@@ -24,6 +24,7 @@ from ._compat import Primitive, ShapedArray, hoist_consts
 from .errors import ProgramError
 from .handlers import active
 from .interpreter import RULES, State, finish, run
+from .state import Sink, mean_over_axis0, write
 
 plate_p = Primitive("progvi_plate")
 plate_p.multiple_results = False
@@ -114,13 +115,18 @@ def plate_rule(eqn, invals, frame, state, kont):
 
     def term(index, args):
         # Each datapoint: its own key, and `finish` as its terminal continuation, so its score
-        # terms multiply its own value.
+        # terms multiply its own value; its estimator states follow its own value too.
         term_frame = frame._replace(key=jax.random.fold_in(frame.key, index), loop=None)
-        state_i = State(pure=state.pure)
-        return run(params["jaxpr"], (), consts + list(args), term_frame, state_i, finish)
+        sink = Sink()
+        state_i = State(pure=state.pure, sink=sink)
+        ret, dret = run(params["jaxpr"], (), consts + list(args), term_frame, state_i, finish)
+        return ret, dret, sink.finish(ret)
 
     dual_axes = [(a, None if t is None else a) for (_, t), a in zip(args, axes, strict=True)]
-    rets, drets = jax.vmap(term, in_axes=(0, dual_axes))(jnp.arange(params["size"]), args)
+    rets, drets, states = jax.vmap(term, in_axes=(0, dual_axes))(jnp.arange(params["size"]), args)
+    # A state read by every datapoint moves by the mean of their updates.
+    for address, new_state in mean_over_axis0(states).items():
+        write(state, address, new_state)
     total = (jnp.sum(rets, 0), None if drets is None else jnp.sum(drets, 0))
     return kont([total], state)
 

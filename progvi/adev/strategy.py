@@ -14,7 +14,9 @@ dual numbers. There are two kinds of rule:
   derivatives, leave-one-out).
 
 A strategy is a frozen dataclass and a pytree: fields named in `dynamic_fields` are leaves (so a
-baseline can be a value computed in the program), the rest are static configuration.
+baseline can be a value computed in the program), the rest are static configuration. A field may
+also hold a stateful `Estimator` (a moving-average baseline): it is static, and at each step the
+interpreter replaces it by the value the estimator reads from its state (see `state.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import StrategyError
+from .state import Estimator
 
 
 class Local(NamedTuple):
@@ -74,22 +77,40 @@ class Strategy:
         return dataclasses.replace(self, **changes)
 
 
+def _is_dynamic(s, name) -> bool:
+    return name in s.dynamic_fields and not isinstance(getattr(s, name), Estimator)
+
+
 def _flatten(s):
     fields = [f.name for f in dataclasses.fields(s)]
-    dynamic = [getattr(s, n) for n in fields if n in s.dynamic_fields]
-    static = tuple((n, getattr(s, n)) for n in fields if n not in s.dynamic_fields)
-    return dynamic, static
+    dynamic = tuple(n for n in fields if _is_dynamic(s, n))
+    static = tuple((n, getattr(s, n)) for n in fields if n not in dynamic)
+    return [getattr(s, n) for n in dynamic], (dynamic, static)
 
 
 def _unflatten(cls):
-    def build(static, dynamic):
+    def build(aux, values):
+        names, static = aux
         obj = object.__new__(cls)
-        names = [f.name for f in dataclasses.fields(cls) if f.name in cls.dynamic_fields]
-        for name, value in (*static, *zip(names, dynamic, strict=True)):
+        for name, value in (*static, *zip(names, values, strict=True)):
             object.__setattr__(obj, name, value)
         return obj
 
     return build
+
+
+def stateful_field(strategy) -> str | None:
+    """The name of the field of `strategy` that holds a stateful `Estimator`, if any."""
+    if not dataclasses.is_dataclass(strategy):
+        return None
+    names = [f.name for f in dataclasses.fields(strategy)
+             if isinstance(getattr(strategy, f.name), Estimator)]
+    if len(names) > 1:
+        raise StrategyError(
+            f"pv.{strategy.name} holds stateful estimators in several fields ({names}); a "
+            "strategy may hold at most one."
+        )
+    return names[0] if names else None
 
 
 def instantiate_tangent(primal, tangent):

@@ -2,32 +2,26 @@
 
 Some estimators need more than the current draws: a REINFORCE baseline is best set to the
 objective's recent average, and the compositional estimator of an unnormalized model keeps a
-running inner estimate. Their state is pure data, threaded by `fit` and `make_step`, in the
-shape of an optax transformation: an `Estimator` is three pure functions,
+running inner estimate. Their state is pure data keyed by the address of the construct that owns
+it, found in the program and threaded by `fit` and `make_step` (see `progvi.adev.state`). A
+baseline's state has the shape of an optax transformation: an `Estimator` is three pure
+functions,
 
 * ``init() -> state``,
-* ``read(state) -> argument``: what the objective program receives at a step,
-* ``update(value, state) -> state``: the next state, from the step's objective value.
+* ``read(state) -> value``: the baseline a site uses at a step,
+* ``update(value, state) -> state``: the next state, from the value of the term it multiplies.
 
-A step reads the state *before* it draws and updates it *after*, so the argument a program
-receives never depends on that step's random choices; a baseline built this way keeps the
-REINFORCE estimate unbiased.
+A step reads the state *before* it draws and updates it *after*, so the baseline never depends
+on that step's random choices, which keeps the REINFORCE estimate unbiased.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-
-class Estimator(NamedTuple):
-    """The state a stateful gradient estimator keeps between steps, as three pure functions."""
-
-    init: Callable[[], Any]  # () -> the state before the first step
-    read: Callable[[Any], Any]  # state -> the argument passed to the objective program
-    update: Callable[[Any, Any], Any]  # (objective value of a step, state) -> the next state
+from ..adev.state import Estimator
 
 
 class MovingAverageState(NamedTuple):
@@ -40,11 +34,12 @@ class MovingAverageState(NamedTuple):
 def moving_average_baseline(decay: float = 0.9) -> Estimator:
     r"""A REINFORCE baseline: the exponentially decaying average of past objective values.
 
-    The program receives the current average as an argument and passes it to
-    ``pv.reinforce(baseline=b)``. Subtracting a constant that does not depend on the draw leaves
-    REINFORCE unbiased and, when it is close to the objective's value, removes most of its
-    variance. The average is debiased as Adam's moments are, so the first steps are not pulled
-    towards zero; before any update the baseline is 0.
+    Pass it as the baseline of a site, ``pv.reinforce(baseline=moving_average_baseline(0.9))``:
+    `fit` and `make_step` keep its state at the site's address and update it from the value of
+    the term the site's score multiplies. Subtracting a constant that does not depend on the
+    draw leaves REINFORCE unbiased and, when it is close to the objective's value, removes most
+    of its variance. The average is debiased as Adam's moments are, so the first steps are not
+    pulled towards zero; before any update the baseline is 0.
 
     .. math::
 

@@ -30,7 +30,7 @@ class FitResult(NamedTuple):
 
     params: Any  # the fitted parameters
     opt_state: Any  # the optimizer's final state, to resume with
-    estimator_state: Any  # the stateful estimator's final state (None without one)
+    estimator_state: Any  # the final states of the stateful estimators, a dict keyed by address
     history: np.ndarray  # the objective's estimate at each step, before that step's update
 
 
@@ -76,8 +76,10 @@ def fit(
     """Fits `params` by stochastic gradient ascent or descent on an expectation program.
 
     Each step is the step of `make_step`: the objective is called as
-    ``objective.estimate(key, params, batch, estimator_arg, *extra_args)`` (``batch`` left out
-    without `data`, ``estimator_arg`` without an `estimator`). For a dataset the recommended
+    ``objective.estimate(key, params, batch, *extra_args)`` (``batch`` left out without
+    `data`). The program's stateful estimators (`pv.compositional`, a moving-average baseline)
+    are found in it, their states created and threaded from step to step, and returned in
+    ``FitResult.estimator_state``, keyed by address. For a dataset the recommended
     form is a program for one datapoint with ``per_datapoint=True``: it is vmapped over the
     minibatch, one key per datapoint, and the estimates are averaged.
 
@@ -105,7 +107,8 @@ def fit(
       data: the dataset (leading axis: datapoints), or None for an objective without data.
       batch_size: the minibatch size; default: the whole dataset.
       per_datapoint: whether `objective` scores one datapoint (vmapped and averaged).
-      estimator: a stateful estimator such as `pv.train.moving_average_baseline`.
+      estimator: the older form of a stateful baseline, passed to the program as an argument
+        (see `make_step`); prefer ``pv.reinforce(baseline=...)`` in the program.
       extra_args: further arguments passed to the program after the others.
       callback: called as ``callback(step, state, value)`` after every `callback_every` steps,
         with the number of steps done, the `TrainState` and the last step's objective value;
@@ -158,7 +161,8 @@ def fit(
 
     spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size)
     step_key, shuffle_key = jax.random.split(key)
-    state = train.init(params)
+    first = None if data is None else jax.tree.map(lambda a: a[:batch_size], data)
+    state = train.init(params, first, *extra_args)
     order = None if data is None else jnp.zeros((num_data,), jnp.int32)
     history: list[np.ndarray] = []
     done = 0

@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import optax
 
 from ..adev.errors import ProgramError
+from ..adev.state import mean_over_axis0
 from .estimators import Estimator
 
 DIRECTIONS = {"maximize": -1.0, "minimize": 1.0}  # the sign that turns each into a loss for optax
+ARGUMENT = "estimator="  # where the state of make_step's `estimator=` argument is kept
 
 
 class TrainState(NamedTuple):
@@ -20,14 +22,14 @@ class TrainState(NamedTuple):
 
     params: Any  # the parameters being fitted (any pytree of arrays)
     opt_state: Any  # the optax optimizer's state
-    estimator_state: Any  # the stateful estimator's state (see `Estimator`); None without one
+    estimator_state: Any  # the states of the stateful estimators, a dict keyed by address
     step: jax.Array  # the number of updates applied so far (int32 scalar)
 
 
 class TrainStep(NamedTuple):
     """A pure training step and the function that builds the state it starts from."""
 
-    init: Callable[[Any], TrainState]  # params -> the state before the first step
+    init: Callable[..., TrainState]  # (params, batch=None, *extra) -> the state before step 1
     step: Callable[..., tuple[TrainState, jax.Array]]  # (state, key, batch, *extra) -> (state, v)
 
 
@@ -42,16 +44,22 @@ def make_step(
     """A pure, jittable training step for an expectation program, for users with their own loop.
 
     The step draws one estimate of the objective and its gradient with respect to the params,
-    hands the gradient (negated when maximizing) to the optax `optimizer`, and updates the
-    estimator state from the estimate. The objective is called as
+    hands the gradient (negated when maximizing) to the optax `optimizer`, and moves every
+    stateful estimator of the program (`pv.compositional`, a moving-average baseline, your
+    own) to its next state. The objective is called as
 
-    ``objective.estimate(key, params, batch, estimator_arg, *extra)``
+    ``objective.estimate_with_state(key, states, params, batch, *extra)``
 
-    where ``batch`` is left out when it is None and ``estimator_arg`` (``estimator.read`` of the
-    state) is left out without an `estimator`. With ``per_datapoint=True`` the program describes
-    one datapoint: it is vmapped over the leading axis of ``batch`` with one key per datapoint
-    (``jax.random.split(key, batch_size)``) and the estimates are averaged, which JAX
-    differentiates once for the whole batch.
+    where ``batch`` is left out when it is None. With ``per_datapoint=True`` the program
+    describes one datapoint: it is vmapped over the leading axis of ``batch`` with one key per
+    datapoint (``jax.random.split(key, batch_size)``) and the estimates are averaged, which JAX
+    differentiates once for the whole batch; the next states are the mean of the datapoints'.
+
+    The states live in ``TrainState.estimator_state``, a dict keyed by the address of the
+    construct that owns each; ``init`` finds them by tracing the program, which needs its
+    arguments: pass a batch, ``init(params, batch)``, when the program takes data. (Without
+    one, a program that cannot be traced on the params alone is taken to have no stateful
+    estimators; if it has some, the step says so.)
 
     Args:
       objective: a ``@pv.expectation`` program (anything with ``estimate(key, params, ...)``)
@@ -60,12 +68,13 @@ def make_step(
       direction: ``"maximize"`` (an ELBO) or ``"minimize"`` (a loss); required, so that the sign
         is never a guess.
       per_datapoint: whether `objective` scores one datapoint and is averaged over the batch.
-      estimator: a stateful estimator (`pv.train.Estimator`), e.g.
-        `pv.train.moving_average_baseline`; each step passes ``estimator.read`` of its state to
-        the program and then updates the state from the step's value.
+      estimator: the older form of a stateful baseline, a `pv.train.Estimator` whose
+        ``read`` of its state the program receives as an argument after ``batch``, updated
+        from the step's objective value (its state is kept under the key ``"estimator="``).
+        Prefer ``pv.reinforce(baseline=estimator)`` in the program.
 
     Returns:
-      A `TrainStep`: ``init(params) -> TrainState`` and
+      A `TrainStep`: ``init(params, batch=None, *extra) -> TrainState`` and
       ``step(state, key, batch=None, *extra) -> (state, value)``, where ``value`` is the
       objective's estimate at the params before the update. Both are pure: wrap ``step`` in
       `jax.jit` or call it inside `lax.scan`.
@@ -78,7 +87,7 @@ def make_step(
       ...     return dist.Normal(z, 1.0).log_prob(x) + dist.Normal(0.0, 1.0).log_prob(z)
       >>> train = pv.make_step(elbo, optax.adam(0.1), direction="maximize")
       >>> step = jax.jit(train.step)
-      >>> state = train.init(jnp.array(0.0))
+      >>> state = train.init(jnp.array(0.0), jnp.array(3.0))
       >>> for t in range(300):
       ...     state, value = step(state, jax.random.key(t), jnp.array(3.0))
       >>> print(f"{state.params:.1f}")  # the exact posterior mean is 1.5
@@ -93,34 +102,58 @@ def make_step(
             "estimator=pv.train.moving_average_baseline(0.9), or leave it out."
         )
 
-    def init(params) -> TrainState:
+    def argument(states):
+        if estimator is None:
+            return ()
+        return (estimator.read(estimator.init() if states is None else states[ARGUMENT]),)
+
+    def init(params, batch=None, *extra) -> TrainState:
         # Python floats would enter as weakly typed arrays and leave the first step strongly
         # typed; fixing the types here keeps a jitted step on one compilation.
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+        states = program_states(objective, per_datapoint, params, batch, argument(None), extra)
+        if estimator is not None:
+            states[ARGUMENT] = estimator.init()
         return TrainState(
             params=params,
             opt_state=optimizer.init(params),
-            estimator_state=None if estimator is None else estimator.init(),
+            estimator_state=states,
             step=jnp.zeros((), jnp.int32),
         )
 
     def step(state: TrainState, key, batch=None, *extra):
-        est_args = () if estimator is None else (estimator.read(state.estimator_state),)
+        states = state.estimator_state
+        if not isinstance(states, dict):
+            raise TypeError(
+                f"make_step: state.estimator_state is {type(states).__name__}, but it must be the "
+                "dict of estimator states that init(params, batch) creates."
+            )
+        own = {a: s for a, s in states.items() if a != ARGUMENT}
+        est_args = argument(states)
 
         def loss(params):
-            value = objective_value(objective, per_datapoint, key, params, batch, est_args, extra)
+            value, new_states = objective_value(objective, per_datapoint, key, params, batch,
+                                                est_args, extra, own)
             # The sign seeds the backward pass, so maximizing costs no extra pass over the grads.
-            return sign * value, value
+            return sign * value, (value, new_states)
 
-        (_, value), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
+        (_, (value, new_states)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        estimator_state = (
-            None if estimator is None else estimator.update(value, state.estimator_state)
-        )
+        missing = sorted(set(new_states) - set(own))
+        if missing:
+            raise ProgramError(
+                f"the program holds stateful estimators at {missing} whose states the step was "
+                "not given. Create the state with train.init(params, batch) (a batch of the "
+                "data, and the extra arguments), so that init can trace the program and find "
+                "them."
+            )
+        new_states = dict(new_states)
+        if estimator is not None:
+            new_states[ARGUMENT] = estimator.update(value, states[ARGUMENT])
         new = TrainState(
             params=optax.apply_updates(state.params, updates),
             opt_state=opt_state,
-            estimator_state=estimator_state,
+            estimator_state=new_states,
             step=state.step + 1,
         )
         return new, value
@@ -128,35 +161,55 @@ def make_step(
     return TrainStep(init=init, step=step)
 
 
-def objective_value(objective, per_datapoint, key, params, batch, est_args, extra):
-    """The objective's estimate on one batch: see `make_step` for how it is called."""
+def program_states(objective, per_datapoint, params, batch, est_args, extra):
+    """The initial states of the program's stateful estimators, by address."""
+    init_state = getattr(objective, "init_state", None)
+    if init_state is None:
+        return {}
+    if batch is not None and per_datapoint:
+        _leading_size(batch)
+        batch = jax.tree.map(lambda a: a[0], batch)
+    data = () if batch is None else (batch,)
+    try:
+        return dict(init_state(params, *data, *est_args, *extra))
+    except TypeError:
+        if batch is None:
+            return {}  # the program needs its data to be traced; the step checks for states
+        raise
+
+
+def objective_value(objective, per_datapoint, key, params, batch, est_args, extra, states=None):
+    """``(estimate, next states)`` on one batch: see `make_step` for how it is called."""
     name = getattr(objective, "__name__", repr(objective))
+    stateful = getattr(objective, "estimate_with_state", None)
+
+    def one(key, *data):
+        if stateful is None:
+            return objective.estimate(key, params, *data, *est_args, *extra), {}
+        return stateful(key, states, params, *data, *est_args, *extra)
+
     if not per_datapoint:
-        data = () if batch is None else (batch,)
-        value = objective.estimate(key, params, *data, *est_args, *extra)
+        value, new_states = one(key, *(() if batch is None else (batch,)))
         if jnp.shape(value) != ():
             raise ProgramError(
                 f"objective {name!r} returned shape {jnp.shape(value)}; training needs a scalar. "
                 "If it scores each datapoint of the batch, pass per_datapoint=True with a "
                 "program for one datapoint, or return jnp.mean of the values."
             )
-        return value
+        return value, new_states
     if batch is None:
         raise ValueError(
             f"per_datapoint=True but no batch was given for objective {name!r}: pass data "
             "(fit) or a batch (the step), or set per_datapoint=False."
         )
     size = _leading_size(batch)
-    keys = jax.random.split(key, size)
-    values = jax.vmap(
-        lambda k, x: objective.estimate(k, params, x, *est_args, *extra)
-    )(keys, batch)
+    values, new_states = jax.vmap(one)(jax.random.split(key, size), batch)
     if values.shape != (size,):
         raise ProgramError(
             f"objective {name!r} returned shape {values.shape[1:]} for one datapoint; with "
             "per_datapoint=True it must return a scalar for each datapoint."
         )
-    return jnp.mean(values)
+    return jnp.mean(values), mean_over_axis0(new_states)
 
 
 def _leading_size(batch) -> int:

@@ -19,7 +19,7 @@ def elbo(phi, x):  # z ~ N(0, 1), x ~ N(z, 1), guide N(m, exp(log_s)): posterior
 def test_the_step_is_pure_and_threads_the_state():
     train = pv.make_step(elbo, optax.adam(0.1), direction="maximize")
     state = train.init({"m": 0.0, "log_s": 0.0})
-    assert int(state.step) == 0 and state.estimator_state is None
+    assert int(state.step) == 0 and state.estimator_state == {}
     one, value = train.step(state, jax.random.key(0), jnp.array(3.0))
     again, value_again = train.step(state, jax.random.key(0), jnp.array(3.0))
     assert float(value) == float(value_again)
