@@ -128,7 +128,7 @@ class _Prefix(Handler):
         return below(dataclasses.replace(site, address=f"{self.prefix}/{site.address}"))
 
 
-def log_expectation(program, *args, estimator: LogExpectationEstimator,
+def log_expectation(program: Callable, *args: Any, estimator: LogExpectationEstimator,
                     address: str | None = None) -> jax.Array:
     """Inside an expectation program: an estimate of ``log E[exp(v)]``, ``v = program(*args)``.
 

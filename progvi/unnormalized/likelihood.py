@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 from numpyro.distributions import Distribution
 
 from ..adev.expectation import expectation
@@ -19,7 +22,8 @@ NOISE_LOSSES = ("variance", "forward_kl")
 
 
 def nll(
-    log_f, data, noise, *, estimator: LogExpectationEstimator, model_args: tuple = (),
+    log_f: Callable[..., jax.Array], data: ArrayLike, noise: Any, *,
+    estimator: LogExpectationEstimator, model_args: tuple = (),
     noise_loss: str | None = None, noise_samples: int = 64, address: str = "log_z",
 ) -> jax.Array:
     r"""The negative log-likelihood of an energy model on a batch, to minimize.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._noise import (
     check_data,
@@ -19,7 +21,7 @@ from ._noise import (
 
 
 def nce(
-    log_model: Callable[[jax.Array], jax.Array], noise, data, *,
+    log_model: Callable[[jax.Array], jax.Array], noise: Any, data: ArrayLike, *,
     noise_ratio: float = 1.0, address: str = "noise",
 ) -> jax.Array:
     r"""The noise-contrastive estimation loss on a batch, to minimize inside an expectation program.

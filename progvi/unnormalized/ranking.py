@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ._noise import (
     check_data,
@@ -18,7 +20,7 @@ from ._noise import (
 
 
 def ranking_nce(
-    log_unnormalized: Callable[[jax.Array], jax.Array], noise, data, *,
+    log_unnormalized: Callable[[jax.Array], jax.Array], noise: Any, data: ArrayLike, *,
     num_noise: int = 10, address: str = "noise",
 ) -> jax.Array:
     r"""The ranking NCE loss on a batch, to minimize inside an expectation program.

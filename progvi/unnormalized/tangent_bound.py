@@ -8,6 +8,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ..adev.log_expectation import LogExpectationEstimator, check_num_samples
 
@@ -38,7 +39,7 @@ class TangentBound(LogExpectationEstimator):
         return value, dscaled + (1.0 - scaled) * tangent.b, None
 
 
-def tangent_bound(b, *, num_samples: int = 1) -> TangentBound:
+def tangent_bound(b: ArrayLike, *, num_samples: int = 1) -> TangentBound:
     r"""An unbiased estimate of the tangent-line upper bound on ``log E[w]``, at a learned $b$.
 
     $\log$ is concave, so it lies below each of its tangents: for every real $b$,
