@@ -46,7 +46,10 @@ class Frame(NamedTuple):
 
 
 def contains_sample(eqn) -> bool:
-    if eqn.primitive is sample_p:
+    """Whether `eqn` needs a rule: a sample site, a progvi construct, or a body with either."""
+    if eqn.primitive is sample_p or eqn.primitive.name in RULES and eqn.primitive.name.startswith(
+        "progvi_"
+    ):
         return True
     return any(
         contains_sample(inner) for jaxpr in sub_jaxprs(eqn) for inner in jaxpr.eqns

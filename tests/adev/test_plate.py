@@ -109,3 +109,18 @@ def test_pytree_arguments_and_shared_arguments():
 
     # d/dm Σ c_i ((m + x_i)^2 + 0.25) = Σ 2 c_i (m + x_i)
     assert_unbiased(grads(program, 0.2), float(jnp.sum(2 * CS * (0.2 + XS))))
+
+
+def test_constructs_without_sample_sites_are_still_interpreted():
+    # A plate term or a log-expectation's inner program with no random choice is exact.
+    @pv.expectation
+    def inner(m):
+        return -0.5 * m**2
+
+    @pv.expectation
+    def outer(m):
+        log_z = pv.log_expectation(inner, m, estimator=pv.plug_in(3))
+        return log_z + pv.plate(lambda x: x * m, jnp.arange(3.0))
+
+    assert float(outer.estimate(jax.random.key(0), 2.0)) == -2.0 + 6.0
+    assert float(outer.grad(jax.random.key(0), 2.0)) == -2.0 + 3.0
