@@ -27,9 +27,20 @@ def site_addresses(jaxpr) -> list[str]:
     Branches of a `cond` are alternatives, so an address may appear once in each branch.
     """
     seen: list[str] = []
+    constructs: set[str] = set()
     for eqn in jaxpr.eqns:
         if eqn.primitive is sample_p:
             found = [eqn.params["address"]]
+        elif eqn.primitive.name == "progvi_log_expectation":
+            address = eqn.params["address"]
+            if address in constructs:
+                raise AddressError(
+                    f"two pv.log_expectation constructs have the address {address!r} (by default "
+                    "the inner program's name). Pass each its own address=..., e.g. "
+                    f'address="{address}_2".'
+                )
+            constructs.add(address)
+            found = site_addresses(eqn.params["jaxpr"].jaxpr)
         elif eqn.primitive.name == "cond":
             found = sorted({a for br in eqn.params["branches"] for a in site_addresses(br.jaxpr)})
         else:

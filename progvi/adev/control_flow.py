@@ -25,7 +25,8 @@ def call_rule(eqn, invals, frame, state, kont):
 def cond_rule(eqn, invals, frame, state, kont):
     (index, _), operands = invals[0], invals[1:]
     # The rest of the program runs inside each branch: states written there could not leave it.
-    state = state._replace(barrier=state.barrier or "after a lax.cond with sample sites")
+    state = state._replace(barrier=state.barrier or (
+        "after a lax.cond whose branches hold sample sites or progvi constructs"))
     branches = [
         lambda br=br: run(br.jaxpr, br.consts, operands, frame, state, kont)
         for br in eqn.params["branches"]

@@ -37,6 +37,7 @@ class State(NamedTuple):
     pure: bool = False  # plain sampling, no tangents: the continuation's `pure` form
     sink: Any = None  # the `Sink` that receives this run's estimator states (None: dropped)
     barrier: str | None = None  # why no state can be written here, if none can
+    plate: bool = False  # inside one datapoint's term of `pv.plate`
 
 
 class Frame(NamedTuple):

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._compat import Primitive, ShapedArray, batching, hoist_consts
+from ._compat import ClosedJaxpr, Primitive, ShapedArray, batching
 from .errors import AddressError, ProgramError
 from .handlers import Handler, active, handle
 from .interpreter import RULES, Frame, State, finish, run
@@ -94,7 +94,7 @@ log_expectation_p = Primitive("progvi_log_expectation")
 
 
 def _abstract_eval(*avals, jaxpr, num_inputs, estimator, address):
-    (out,) = [v.aval for v in jaxpr.outvars]
+    (out,) = [v.aval for v in jaxpr.jaxpr.outvars]
     return ShapedArray((), out.dtype)
 
 
@@ -197,12 +197,26 @@ def log_expectation(program: Callable, *args: Any, estimator: LogExpectationEsti
             f"{got}, but it must return one real scalar, the log-weight log w whose "
             "exponential is averaged. Return e.g. log_f(y) - q.log_prob(y) for one draw y."
         )
+    # Values of the outer program the inner one closes over (params) become inputs, so that
+    # their tangents reach it; constants stay in the jaxpr, so the inputs do not depend on how
+    # the program was traced.
+    traced, jaxpr = _closed_over_as_inputs(closed)
     est_leaves, est_tree = jax.tree.flatten(estimator)
     est_leaves = [jnp.asarray(x) for x in est_leaves]
     return log_expectation_p.bind(
-        *closed.consts, *flat, *est_leaves, jaxpr=hoist_consts(closed),
-        num_inputs=len(closed.consts) + len(flat), estimator=est_tree, address=address,
+        *traced, *flat, *est_leaves, jaxpr=jaxpr, num_inputs=len(traced) + len(flat),
+        estimator=est_tree, address=address,
     )
+
+
+def _closed_over_as_inputs(closed):
+    jaxpr = closed.jaxpr
+    pairs = list(zip(jaxpr.constvars, closed.consts, strict=True))
+    traced = [(v, c) for v, c in pairs if isinstance(c, jax.core.Tracer)]
+    fixed = [(v, c) for v, c in pairs if not isinstance(c, jax.core.Tracer)]
+    inner = jaxpr.replace(constvars=[v for v, _ in fixed],
+                          invars=[*[v for v, _ in traced], *jaxpr.invars])
+    return [c for _, c in traced], ClosedJaxpr(inner, [c for _, c in fixed])
 
 
 def log_expectation_rule(eqn, invals, frame, state, kont):
@@ -217,7 +231,8 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
 
     def plain(key, xs):  # one run without tangents: its log-weight
         run_frame = Frame(key, states=frame.states)
-        return run(jaxpr, (), [(x, None) for x in xs], run_frame, State(pure=True), finish)[0]
+        return run(jaxpr.jaxpr, jaxpr.consts, [(x, None) for x in xs], run_frame,
+                   State(pure=True), finish)[0]
 
     def at(xs):
         return jax.vmap(lambda k: plain(k, list(xs)))(keys)
@@ -236,13 +251,21 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
                 r = jnp.exp(v - shift)
                 return finish([(r, None if dv is None else r * dv)], st)
 
-            r, dr = run(jaxpr, (), inputs, Frame(key, states=frame.states), inner_state, shifted)
+            r, dr = run(jaxpr.jaxpr, jaxpr.consts, inputs, Frame(key, states=frame.states),
+                        inner_state, shifted)
             return shift + jnp.log(r), dr / r
 
         log_w, dlog_w = jax.vmap(dual)(keys, shifts)
     inner = InnerEstimates(log_w=log_w, dlog_w=dlog_w, inputs=primal_inputs, at=at)
     value, dvalue, next_state = estimator.jvp(inner, current, tangent)
     if next_state is not None:
+        if state.plate:
+            raise ProgramError(
+                f"the stateful estimator pv.{estimator.name} at {address!r} is inside pv.plate: "
+                "each datapoint would need a running estimate of its own, which minibatches "
+                "cannot keep. Use pv.plug_in or pv.tangent_bound there, or move the "
+                "log-expectation out of the plate if it does not depend on the datapoint."
+            )
         write(state, address, next_state)
     return kont([(value, None if state.pure else dvalue)], state)
 

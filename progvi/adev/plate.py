@@ -118,7 +118,7 @@ def plate_rule(eqn, invals, frame, state, kont):
         # terms multiply its own value; its estimator states follow its own value too.
         term_frame = frame._replace(key=jax.random.fold_in(frame.key, index), loop=None)
         sink = Sink()
-        state_i = State(pure=state.pure, sink=sink)
+        state_i = State(pure=state.pure, sink=sink, plate=True)
         ret, dret = run(params["jaxpr"], (), consts + list(args), term_frame, state_i, finish)
         return ret, dret, sink.finish(ret)
 

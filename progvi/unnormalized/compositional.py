@@ -30,7 +30,8 @@ class Compositional(LogExpectationEstimator):
     name = "compositional"
 
     def __post_init__(self):
-        if not (isinstance(self.gamma, (int, float)) and 0.0 < self.gamma <= 1.0):
+        if not (isinstance(self.gamma, (int, float)) and not isinstance(self.gamma, bool)
+                and 0.0 < self.gamma <= 1.0):
             raise ValueError(
                 f"pv.compositional: gamma={self.gamma!r}, but it must be a number in (0, 1]: the "
                 "weight of the new estimate in the running average (gamma=1 forgets the past "

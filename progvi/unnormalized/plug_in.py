@@ -21,7 +21,10 @@ class PlugIn(LogExpectationEstimator):
     \frac{\nabla \hat w_k}{\hat w_k},
     $$
 
-    the derivative of its own value: a self-normalized gradient. By Jensen's inequality
+    a self-normalized gradient: the derivative of its own value when the inner sites are
+    reparameterized or enumerated (with REINFORCE inner sites, $\nabla \hat w_k$ is the
+    score-function estimate, and the same formula is consistent for $\nabla \log Z$ as K
+    grows). By Jensen's inequality
     $\mathbb{E}[\widehat{\log Z}] \le \log Z$; the bias is
     $-\mathrm{Var}[\hat w] / (2 K Z^2) + O(K^{-2})$ (the delta method), so it shrinks as $1/K$,
     and so does the bias of the gradient.
