@@ -1,14 +1,16 @@
-"""The VAE gradient benchmark runs end to end at a tiny size and its gradients agree."""
+"""The benchmarks run end to end at a tiny size and their checks pass."""
 
 import importlib.util
 import pathlib
+import sys
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "adev_vae_grad.py"
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("adev_vae_grad", SCRIPT)
+def _load_benchmark(name="adev_vae_grad"):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
     return module
 
@@ -30,3 +32,26 @@ def test_vae_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
     table_rows = [line for line in written.splitlines() if line.startswith("| 8 |")]
     assert len(table_rows) == 1
     assert "ratio" in written and "jax:" in written
+
+
+def test_unnormalized_step_benchmark_runs_at_a_tiny_size(tmp_path):
+    bench = _load_benchmark("unnormalized_step")
+    out = tmp_path / "result.md"
+    rows, checks, text = bench.main(
+        ["--quick", "--batch-sizes", "16", "--check-batch", "8", "--out", str(out)]
+    )
+
+    assert [r.batch_size for r in rows] == [16]
+    names = {"handwritten", "per_run", "one_site", "nll"}
+    assert set(rows[0].step_ms) == set(rows[0].compile_s) == names
+    assert all(ms > 0 for ms in rows[0].step_ms.values())
+    assert all(s > 0 for s in rows[0].compile_s.values())
+    assert [c.name for c in checks] == ["per_run", "one_site", "nll"]
+    assert all(c.passed for c in checks), checks
+    # With another key's noise the steps differ: the check discriminates.
+    assert all(c.other_noise_error > 0.1 for c in checks), checks
+    written = out.read_text()
+    assert written == text
+    table_rows = [line for line in written.splitlines() if line.startswith("| 16 |")]
+    assert len(table_rows) == 1
+    assert "per_run / JAX" in written and "compile" in written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -55,7 +56,8 @@ def nll(
       data: the batch, shape (B, *event).
       noise: $q$: a numpyro distribution, or a generative function with one random choice (or
         a call of one); its density must be exact.
-      estimator: the log-expectation estimator of $\log Z_\theta$.
+      estimator: the log-expectation estimator of $\log Z_\theta$; its ``num_samples`` K noise
+        points are drawn per step as one site (one call of `log_f` on the K points).
       model_args: further arguments of `log_f` (the model's parameters).
       noise_loss: None (a fixed noise), ``"variance"`` or ``"forward_kl"``.
       noise_samples: the noise draws of the noise loss, a Python int >= 2.
@@ -98,12 +100,16 @@ def nll(
 
     fixed = _stop_gradient(noise)
 
+    # The K noise points of the estimator are drawn as one site of one run: the same estimate
+    # for every estimator that sees the runs through their mean, and log_f gets a batch.
+    num = estimator.num_samples
+
     @expectation
     def log_weight():
-        ys, log_q = draw_noise("y", fixed, 1)
-        return log_model(ys, model_args)[0] - log_q[0]
+        ys, log_q = draw_noise("y", fixed, num)
+        return jax.nn.logsumexp(log_model(ys, model_args) - log_q) - math.log(num)
 
-    log_z = log_expectation(log_weight, estimator=estimator, address=address)
+    log_z = log_expectation(log_weight, estimator=estimator(num_samples=1), address=address)
     value = -jnp.mean(log_model(data, model_args)) + log_z
     if noise_loss is None:
         return value
