@@ -71,9 +71,11 @@ def _corrected(state, inner, log_w, rate, log_k):
     w_prev = jnp.exp(log_prev - shift)
     corrected = (1.0 - rate) * (u + w - w_prev) + rate * w
     # The correction can overshoot below zero; the average stays at least its fresh part.
-    corrected = jnp.maximum(corrected, rate * w)
+    # The floor in log space: rate * w can underflow in the shifted scale.
+    log_corrected = shift + jnp.log(jnp.maximum(corrected, 0.0))
+    floor = jnp.log(rate) + log_w
     first = state.weight == 0.0
-    return jnp.where(first, log_w, shift + jnp.log(jnp.where(first, 1.0, corrected)))
+    return jnp.where(first, log_w, jnp.maximum(log_corrected, floor))
 
 
 def compositional(gamma: float = 0.1, *, num_samples: int = 1,

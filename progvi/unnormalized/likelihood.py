@@ -119,7 +119,16 @@ def nll(
             "of at least 2 (the draws of the noise loss), e.g. noise_samples=64."
         )
     frozen_args = jax.tree.map(jax.lax.stop_gradient, model_args)
-    ys, log_q = draw_noise(f"{address}_noise/y", noise, noise_samples)
+    if noise_loss == "variance" and isinstance(noise, Distribution) and not noise.has_rsample:
+        raise ObjectiveError(
+            f"pv.unnormalized.nll: noise_loss=\"variance\" differentiates through the noise "
+            f"draws, but the noise {type(noise).__name__} has no reparameterized sampler. Use "
+            'noise_loss="forward_kl", which only differentiates log q at fixed points.'
+        )
+    # The forward KL differentiates log q at fixed points only: they come from the frozen noise,
+    # so a noise without a reparameterized sampler adds no score-function term.
+    source = noise if noise_loss == "variance" else fixed
+    ys, log_q = draw_noise(f"{address}_noise/y", source, noise_samples)
     if noise_loss == "variance":
         log_w = log_model(ys, frozen_args) - log_q
         loss = jax.nn.logsumexp(2.0 * log_w) - jnp.log(noise_samples)
