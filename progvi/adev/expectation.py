@@ -261,8 +261,10 @@ def _flat_tangents(tangents, n):
     if tangents is None:
         return [None] * n
     leaves = jax.tree.leaves(tangents, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    # A tangent may be a Python number (jax.jvp(f, (0.7,), (1.0,))).
     return [
-        None if isinstance(t, SymbolicZero) or t.dtype == jax.dtypes.float0 else t for t in leaves
+        None if isinstance(t, SymbolicZero) or jnp.result_type(t) == jax.dtypes.float0
+        else jnp.asarray(t) for t in leaves
     ]
 
 
