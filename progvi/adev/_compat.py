@@ -4,9 +4,9 @@ JAX's interpreter-facing API moves between releases; keeping the imports here me
 update when it does.
 """
 
+from jax._src.interpreters import batching as _batching
 from jax.core import ShapedArray  # noqa: F401
 from jax.custom_derivatives import SymbolicZero  # noqa: F401
-from jax._src.interpreters import batching as _batching
 from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive, jaxpr_as_fun  # noqa: F401
 from jax.interpreters import batching  # noqa: F401
 
