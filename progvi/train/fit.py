@@ -25,6 +25,7 @@ import optax
 from ..adev.errors import ProgviError
 from .estimators import Estimator
 from .progress import Progress, describe
+from .sharding import check_batch_size, data_sharding
 from .step import TrainState, _leading_size, make_step
 
 
@@ -60,6 +61,7 @@ class _Spec(NamedTuple):
     per_datapoint: bool
     estimator: Any
     batch_size: int | None
+    sharding: Any = None
 
 
 def fit(
@@ -83,6 +85,7 @@ def fit(
     resume: FitResult | str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    sharding=None,
 ) -> FitResult:
     """Fits `params` by stochastic gradient ascent or descent on an expectation program.
 
@@ -146,6 +149,9 @@ def fit(
       resume: a `FitResult` to continue, or a checkpoint directory.
       checkpoint_dir: where to save checkpoints (created if needed).
       checkpoint_every: the checkpoint period in steps; default: `chunk_size`.
+      sharding: data parallelism over several devices: a `jax.sharding.Mesh` or a
+        `NamedSharding` for the batch (see `make_step`); the result equals the single-device
+        one.
 
     Returns:
       A `FitResult` with the final params, optimizer state, estimator states, the history of
@@ -179,7 +185,7 @@ def fit(
     """
     # make_step checks the objective, optimizer, direction and estimator before any tracing.
     train = make_step(objective, optimizer, direction=direction, per_datapoint=per_datapoint,
-                      estimator=estimator)
+                      estimator=estimator, sharding=sharding)
     data = None if data is None else jax.tree.map(jnp.asarray, data)
     num_data = None if data is None else _leading_size(data)
     batch_size = _batch_size(batch_size, num_data)
@@ -199,7 +205,12 @@ def fit(
         raise ValueError(f"fit: checkpoint_every={save_every!r} must be a positive number of "
                          "steps.")
 
-    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size)
+    layout = data_sharding(sharding)
+    check_batch_size(layout, batch_size, "fit")
+    if layout is not None and data is not None:
+        # Replicated over the mesh: on several hosts, every process holds the same data.
+        data = jax.device_put(data, _replicated(layout))
+    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size, layout)
     step_key, shuffle_key = jax.random.split(key)
     key_data = _key_data(key)
     # Ctrl-C from here on (compilation included) asks the fit to stop after the running chunk.
@@ -208,6 +219,8 @@ def fit(
         start = _start(resume, params, key_data, lambda p: train.init(p, first, *extra_args),
                        num_data)
         state, order, history, metrics = start
+        if layout is not None:
+            state, order = jax.device_put((state, order), _replicated(layout))
         done = int(state.step)
         total = done + num_steps
         checkpoints = None if checkpoint_dir is None else _checkpoints(checkpoint_dir)
@@ -338,6 +351,10 @@ def _extend(metrics, chunk_metrics, count):
         metrics.setdefault(name, []).append(np.asarray(values)[:count])
 
 
+def _replicated(layout):
+    return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec())
+
+
 def _concatenated(history):
     return np.concatenate(history) if history else np.zeros((0,), np.float32)
 
@@ -365,7 +382,8 @@ def _run_chunk(carry, step_key, shuffle_key, data, extra, *, spec: _Spec, length
     the state frozen before it, and ``check`` is that step (-1 if none).
     """
     train = make_step(spec.objective, spec.optimizer, direction=spec.direction,
-                      per_datapoint=spec.per_datapoint, estimator=spec.estimator)
+                      per_datapoint=spec.per_datapoint, estimator=spec.estimator,
+                      sharding=spec.sharding)
 
     def body(carry, _):
         (state, order), failed = carry

@@ -12,6 +12,7 @@ import optax
 from ..adev.errors import ProgramError
 from ..adev.state import mean_over_axis0, metric_mean
 from .estimators import Estimator
+from .sharding import constrain, data_sharding
 
 DIRECTIONS = {"maximize": -1.0, "minimize": 1.0}  # the sign that turns each into a loss for optax
 ARGUMENT = "estimator="  # where the state of make_step's `estimator=` argument is kept
@@ -41,6 +42,7 @@ def make_step(
     direction: str,
     per_datapoint: bool = False,
     estimator: Estimator | None = None,
+    sharding=None,
 ) -> TrainStep:
     """A pure, jittable training step for an expectation program, for users with their own loop.
 
@@ -69,6 +71,9 @@ def make_step(
       direction: ``"maximize"`` (an ELBO) or ``"minimize"`` (a loss); required, so that the sign
         is never a guess.
       per_datapoint: whether `objective` scores one datapoint and is averaged over the batch.
+      sharding: data parallelism: a `jax.sharding.Mesh` (the batch's leading axis is split
+        over all its devices) or a `NamedSharding` for the batch; params stay replicated and
+        the result equals the single-device one. The batch size must divide evenly.
       estimator: the older form of a stateful baseline, a `pv.train.Estimator` whose
         ``read`` of its state the program receives as an argument after ``batch``, updated
         from the step's objective value (its state is kept under the key ``"estimator="``).
@@ -104,6 +109,8 @@ def make_step(
             "estimator=pv.train.moving_average_baseline(0.9), or leave it out."
         )
 
+    layout = data_sharding(sharding)
+
     def argument(states):
         if estimator is None:
             return ()
@@ -133,6 +140,7 @@ def make_step(
             )
         own = {a: s for a, s in states.items() if a != ARGUMENT}
         est_args = argument(states)
+        batch = constrain(batch, layout)
 
         def value_of(params):
             return objective_value(objective, per_datapoint, key, params, batch, est_args, extra,
