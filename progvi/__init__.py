@@ -8,6 +8,7 @@ from .adev import MVD as MVD
 from .adev import AddressError as AddressError
 from .adev import Continuation as Continuation
 from .adev import Enum as Enum
+from .adev import Evaluation as Evaluation
 from .adev import Expectation as Expectation
 from .adev import InnerEstimates as InnerEstimates
 from .adev import LeaveOneOut as LeaveOneOut
@@ -30,6 +31,7 @@ from .adev import particles as particles
 from .adev import plate as plate
 from .adev import reinforce as reinforce
 from .adev import reparam as reparam
+from .adev import report as report
 from .adev import sample as sample
 from .adev import with_strategies as with_strategies
 from .gen import Call as Call

@@ -8,6 +8,7 @@ from .errors import ProgramError as ProgramError
 from .errors import ProgviError as ProgviError
 from .errors import SampleOutsideProgramError as SampleOutsideProgramError
 from .errors import StrategyError as StrategyError
+from .expectation import Evaluation as Evaluation
 from .expectation import Expectation as Expectation
 from .expectation import default_strategy as default_strategy
 from .expectation import expectation as expectation
@@ -32,6 +33,7 @@ from .reinforce import Reinforce as Reinforce
 from .reinforce import reinforce as reinforce
 from .reparam import Reparam as Reparam
 from .reparam import reparam as reparam
+from .report import report as report
 from .state import Estimator as Estimator
 from .strategy import Continuation as Continuation
 from .strategy import Local as Local

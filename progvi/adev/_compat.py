@@ -4,9 +4,10 @@ JAX's interpreter-facing API moves between releases; keeping the imports here me
 update when it does.
 """
 
+from jax._src.interpreters import batching as _batching
 from jax.core import ShapedArray  # noqa: F401
 from jax.custom_derivatives import SymbolicZero  # noqa: F401
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive  # noqa: F401
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive, jaxpr_as_fun  # noqa: F401
 from jax.interpreters import batching  # noqa: F401
 
 
@@ -15,6 +16,12 @@ def bind_equation(eqn, invals):
     params = eqn.primitive.get_bind_params(eqn.params)
     out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def is_batched(value) -> bool:
+    """Whether `value` is batched by an enclosing `jax.vmap` (mapped along some axis)."""
+    return (isinstance(value, _batching.BatchTracer)
+            and isinstance(value.batch_dim, int))
 
 
 def sub_jaxprs(eqn):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import control_flow, log_expectation, plate  # noqa: F401  (register their rules)
+from . import control_flow, log_expectation, plate, report  # noqa: F401  (register rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
 from .errors import ProgramError, SampleOutsideProgramError, StrategyError
@@ -54,6 +55,14 @@ class _Override(Handler):
         return below(site if strategy is None else dataclasses.replace(site, strategy=strategy))
 
 
+class Evaluation(NamedTuple):
+    """What `Expectation.evaluate` returns."""
+
+    value: jax.Array  # the estimate
+    state: dict  # the estimator states for the next step, by address
+    metrics: dict  # the values recorded with `pv.report`, by name
+
+
 class Expectation:
     """An expectation program: ``E[fn(*args)]`` over the random choices `fn` makes.
 
@@ -65,7 +74,7 @@ class Expectation:
         self.fn = fn
         self.overrides = overrides
         functools.update_wrapper(self, fn)
-        self._estimate, self._estimate_with_state = _make_estimate(self)
+        self._estimate, self._evaluate = _make_estimate(self)
         self._jitted = {}
 
     def __call__(self, *args):
@@ -162,15 +171,26 @@ class Expectation:
           >>> print(f"{value:.2f}")  # log E[exp(y)] = 2 + 0.1**2 / 2
           2.00
         """
+        return tuple(self.evaluate(key, state, *args)[:2])
+
+    def evaluate(self, key, state, *args) -> Evaluation:
+        """One estimate with everything the program computes beside it: an `Evaluation`.
+
+        ``evaluate(key, state, *args)`` returns ``Evaluation(value, state, metrics)``: the
+        estimate (differentiable in `args` like `estimate`'s), the estimator states for the next
+        step (see `estimate_with_state`; `state` None means the initial ones), and the metrics
+        the program recorded with `pv.report` (dict by name). Neither the states nor the metrics
+        carry a gradient.
+        """
         if state is not None and not isinstance(state, dict):
             raise TypeError(
-                f"estimate_with_state: state={type(state).__name__}, but it must be the dict "
-                f"that {self.__name__}.init_state(*args) returns (or None for the initial states)."
+                f"{self.__name__}: state={type(state).__name__}, but it must be the dict of "
+                f"estimator states that {self.__name__}.init_state(*args) returns (or None for "
+                "the initial states)."
             )
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, state, args))):
-            return self._estimate_with_state(key, state, *args)
-        return self._jit("estimate_with_state", lambda: self._estimate_with_state)(
-            key, state, *args)
+            return self._evaluate(key, state, *args)
+        return self._jit("evaluate", lambda: self._evaluate)(key, state, *args)
 
     def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
         """An unbiased estimate of the gradient of the expectation with respect to `argnums`.
@@ -224,7 +244,7 @@ def _make_estimate(program: Expectation):
         ret, dret = run(closed.jaxpr, closed.consts, duals, Frame(key, states=states),
                         State(sink=sink), finish)
         before = init_states(closed.jaxpr) if states is None else states
-        return (ret, dret), {**before, **sink.finish(ret)}
+        return (ret, dret), ({**before, **sink.finish(ret)}, sink.metrics)
 
     @jax.custom_jvp
     def estimate(key, *args):
@@ -237,17 +257,22 @@ def _make_estimate(program: Expectation):
     estimate.defjvp(estimate_jvp, symbolic_zeros=True)
 
     @jax.custom_jvp
-    def estimate_with_state(key, states, *args):
-        (ret, _), new = evaluate(key, states, args, None)
-        return ret, new
+    def estimate_with_aux(key, states, *args):
+        (ret, _), aux = evaluate(key, states, args, None)
+        return ret, aux
 
-    def estimate_with_state_jvp(primals, tangents):
+    def estimate_with_aux_jvp(primals, tangents):
         key, states, *args = primals
-        (ret, dret), new = evaluate(key, states, tuple(args), tuple(tangents[2:]))
-        return (ret, new), (dret, jax.tree.map(_zero_tangent, new))
+        (ret, dret), aux = evaluate(key, states, tuple(args), tuple(tangents[2:]))
+        return (ret, aux), (dret, jax.tree.map(_zero_tangent, aux))
 
-    estimate_with_state.defjvp(estimate_with_state_jvp, symbolic_zeros=True)
-    return estimate, estimate_with_state
+    estimate_with_aux.defjvp(estimate_with_aux_jvp, symbolic_zeros=True)
+
+    def evaluated(key, states, *args):
+        value, (new, metrics) = estimate_with_aux(key, states, *args)
+        return Evaluation(value, new, metrics)
+
+    return estimate, evaluated
 
 
 def _zero_tangent(x):
@@ -261,8 +286,10 @@ def _flat_tangents(tangents, n):
     if tangents is None:
         return [None] * n
     leaves = jax.tree.leaves(tangents, is_leaf=lambda t: isinstance(t, SymbolicZero))
+    # A tangent may be a Python number (jax.jvp(f, (0.7,), (1.0,))).
     return [
-        None if isinstance(t, SymbolicZero) or t.dtype == jax.dtypes.float0 else t for t in leaves
+        None if isinstance(t, SymbolicZero) or jnp.result_type(t) == jax.dtypes.float0
+        else jnp.asarray(t) for t in leaves
     ]
 
 
@@ -334,4 +361,4 @@ def with_strategies(program: Expectation, strategies: Mapping[str, Strategy]) ->
     return Expectation(program.fn, program.overrides + (dict(strategies),))
 
 
-__all__ = ["Expectation", "expectation", "with_strategies", "default_strategy"]
+__all__ = ["Evaluation", "Expectation", "expectation", "with_strategies", "default_strategy"]

@@ -14,13 +14,14 @@ estimator states of this run are written (`state.Sink`), and why they cannot be,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from ._compat import Literal, bind_equation, sub_jaxprs
+from ._compat import Literal, bind_equation, is_batched, jaxpr_as_fun, sub_jaxprs
 from .addresses import address_salt
 from .errors import ProgramError, StrategyError
 from .primitive import lift, sample_p, unflatten
@@ -104,16 +105,38 @@ def default_rule(eqn, invals: list[Dual], pure: bool) -> list[Dual]:
     if pure or not live:
         return [(out, None) for out in bind_equation(eqn, primals)]
 
-    def on_live(*xs):  # inputs without a tangent stay fixed: no zero tangents pushed through
-        args = list(primals)
+    def on_live(*xs, run=lambda args: bind_equation(eqn, args)):
+        args = list(primals)  # inputs without a tangent stay fixed: no zero tangents pushed
         for i, x in zip(live, xs, strict=True):
             args[i] = x
-        return bind_equation(eqn, args)
+        return run(args)
 
-    outs, out_tangents = jax.jvp(
-        on_live, [primals[i] for i in live], [invals[i][1] for i in live]
-    )
+    live_primals, live_tangents = [primals[i] for i in live], [invals[i][1] for i in live]
+    if eqn.primitive.name == "cond" and is_batched(primals[0]):
+        return _cond_as_select(eqn, on_live, live_primals, live_tangents, primals[0])
+    outs, out_tangents = jax.jvp(on_live, live_primals, live_tangents)
     return [(o, _symbolic(t)) for o, t in zip(outs, out_tangents, strict=True)]
+
+
+def _cond_as_select(eqn, on_live, live_primals, live_tangents, index):
+    """A `cond` whose index is batched, differentiated branch by branch and selected.
+
+    Under `jax.vmap` a cond with a batched index becomes a select of both branches, and JAX's
+    batching rule puts a `stop_gradient` on the operands of the untaken branch: applied to the
+    tangents that our JVP passes as operands, it leaves a primitive in the linear part that
+    cannot be transposed. Selecting the branches' JVPs keeps the tangents linear.
+    """
+    def branch(closed):
+        return lambda args: jaxpr_as_fun(closed)(*args[1:])
+
+    duals = [jax.jvp(functools.partial(on_live, run=branch(closed)), live_primals, live_tangents)
+             for closed in eqn.params["branches"]]
+    outs = []
+    for k in range(len(eqn.outvars)):
+        out = jax.lax.select_n(index, *[jnp.asarray(o[k]) for o, _ in duals])
+        tangent = jax.lax.select_n(index, *[jnp.asarray(t[k]) for _, t in duals])
+        outs.append((out, _symbolic(tangent)))
+    return outs
 
 
 def _symbolic(tangent):

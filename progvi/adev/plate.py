@@ -24,7 +24,7 @@ from ._compat import Primitive, ShapedArray, hoist_consts
 from .errors import ProgramError
 from .handlers import active
 from .interpreter import RULES, State, finish, run
-from .state import Sink, mean_over_axis0, write
+from .state import Sink, mean_over_axis0, metric_mean, write, write_metric
 
 plate_p = Primitive("progvi_plate")
 plate_p.multiple_results = False
@@ -120,13 +120,16 @@ def plate_rule(eqn, invals, frame, state, kont):
         sink = Sink()
         state_i = State(pure=state.pure, sink=sink, plate=True)
         ret, dret = run(params["jaxpr"], (), consts + list(args), term_frame, state_i, finish)
-        return ret, dret, sink.finish(ret)
+        return ret, dret, sink.finish(ret), sink.metrics
 
     dual_axes = [(a, None if t is None else a) for (_, t), a in zip(args, axes, strict=True)]
-    rets, drets, states = jax.vmap(term, in_axes=(0, dual_axes))(jnp.arange(params["size"]), args)
-    # A state read by every datapoint moves by the mean of their updates.
+    rets, drets, states, metrics = jax.vmap(term, in_axes=(0, dual_axes))(
+        jnp.arange(params["size"]), args)
+    # A state read by every datapoint moves by the mean of their updates; a metric is the mean.
     for address, new_state in mean_over_axis0(states).items():
         write(state, address, new_state)
+    for name, value in metric_mean(metrics).items():
+        write_metric(state, name, value)
     total = (jnp.sum(rets, 0), None if drets is None else jnp.sum(drets, 0))
     return kont([total], state)
 

@@ -51,6 +51,7 @@ class Sink:
     def __init__(self):
         self.writes: dict[str, Any] = {}
         self.followers: dict[str, tuple[Estimator, Any]] = {}  # updated from the final value
+        self.metrics: dict[str, Any] = {}  # the values given to `pv.report`
 
     def finish(self, value) -> dict[str, Any]:
         """The new states: those written, and each follower updated from `value`."""
@@ -93,6 +94,21 @@ def write(run_state, address: str, new_state) -> None:
     sink.writes[address] = jax.tree.map(jax.lax.stop_gradient, new_state)
 
 
+def write_metric(run_state, name: str, value) -> None:
+    """Records the metric `name` of this run (nothing in a plain run)."""
+    if run_state.pure:
+        return
+    if run_state.barrier is not None or run_state.sink is None:
+        raise ProgramError(
+            f"pv.report({name!r}, ...) is {run_state.barrier or 'in a run that keeps no state'}, "
+            "where one metric would have several values. Report it before that site, outside "
+            "the loop, branch or inner program."
+        )
+    if name in run_state.sink.metrics:
+        raise ProgramError(f"the metric {name!r} is reported twice; give each its own name.")
+    run_state.sink.metrics[name] = jax.lax.stop_gradient(value)
+
+
 def _unthreadable(address, where):
     raise ProgramError(
         f"the stateful estimator at {address!r} is {where}, where its next state cannot be "
@@ -132,6 +148,12 @@ def mean_over_axis0(states):
         return jnp.mean(x, 0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
 
     return jax.tree.map(combine, states)
+
+
+def metric_mean(metrics):
+    """Combines metrics reported once per datapoint: their means (booleans count as 0 or 1)."""
+    return {name: jnp.mean(jnp.asarray(value, jnp.result_type(float)), 0)
+            for name, value in metrics.items()}
 
 
 __all__ = ["Estimator", "Sink", "init_states", "mean_over_axis0", "read", "register", "write"]

@@ -1,5 +1,6 @@
 """Training: `fit`, `make_step`, and the state of stateful gradient estimators."""
 
+from .checkpoint import latest_step as latest_step
 from .estimators import Estimator as Estimator
 from .estimators import MovingAverageState as MovingAverageState
 from .estimators import moving_average_baseline as moving_average_baseline
@@ -18,6 +19,7 @@ __all__ = [
     "TrainState",
     "TrainStep",
     "fit",
+    "latest_step",
     "make_step",
     "moving_average_baseline",
 ]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,20 +21,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from ..adev.errors import ProgviError
 from .estimators import Estimator
+from .progress import Progress, describe
+from .sharding import check_batch_size, data_sharding
 from .step import TrainState, _leading_size, make_step
 
 
 class FitResult(NamedTuple):
-    """What `fit` returns."""
+    """What `fit` returns: the fitted state, its history, and where to resume from."""
 
     params: Any  # the fitted parameters
-    opt_state: Any  # the optimizer's final state, to resume with
+    opt_state: Any  # the optimizer's final state
     estimator_state: Any  # the final states of the stateful estimators, a dict keyed by address
     history: np.ndarray  # the objective's estimate at each step, before that step's update
+    metrics: dict = {}  # per `pv.report` name, its value at each step (arrays like history)
+    step: int = 0  # the number of updates applied since the run began (resume=... continues)
+    key: np.ndarray | None = None  # the data of the run's key: a resumed fit must use it too
+    order: Any = None  # the data order of the current epoch (None without data)
+    interrupted: bool = False  # whether Ctrl-C stopped the fit before num_steps
 
 
 class NonFiniteError(ProgviError, FloatingPointError):
@@ -52,6 +61,7 @@ class _Spec(NamedTuple):
     per_datapoint: bool
     estimator: Any
     batch_size: int | None
+    sharding: Any = None
 
 
 def fit(
@@ -71,7 +81,11 @@ def fit(
     callback: Callable[[int, TrainState, float], Any] | None = None,
     callback_every: int | None = None,
     chunk_size: int = 100,
-    progress: bool = True,
+    progress: bool | None = None,
+    resume: FitResult | str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    sharding=None,
 ) -> FitResult:
     """Fits `params` by stochastic gradient ascent or descent on an expectation program.
 
@@ -79,9 +93,10 @@ def fit(
     ``objective.estimate(key, params, batch, *extra_args)`` (``batch`` left out without
     `data`). The program's stateful estimators (`pv.compositional`, a moving-average baseline)
     are found in it, their states created and threaded from step to step, and returned in
-    ``FitResult.estimator_state``, keyed by address. For a dataset the recommended
-    form is a program for one datapoint with ``per_datapoint=True``: it is vmapped over the
-    minibatch, one key per datapoint, and the estimates are averaged.
+    ``FitResult.estimator_state``, keyed by address; the values it records with `pv.report`
+    are in ``FitResult.metrics``. For a dataset the recommended form is a program for one
+    datapoint with ``per_datapoint=True``: it is vmapped over the minibatch, one key per
+    datapoint, and the estimates are averaged.
 
     Minibatches of `batch_size` are drawn without replacement from a fresh permutation of the
     data each epoch; when `batch_size` does not divide the number of datapoints, the last
@@ -89,20 +104,33 @@ def fit(
     batch has one shape. `data` may be one array or a pytree of arrays with a shared leading axis.
 
     Steps are compiled in chunks of `chunk_size` under `lax.scan`; a chunk also ends at every
-    callback, so prefer a `callback_every` that is a multiple or a divisor of `chunk_size` (each
-    distinct chunk length compiles once). A second `fit` with the same objective, optimizer and
-    estimator objects and data of the same shapes compiles nothing (a new ``optax.adam(...)`` is
-    a new optimizer: keep one). A step whose objective or updated params are not finite stops
-    training: the chunk that contains it is replayed with a check at every step to find it, so
-    runs that stay finite pay for one check per chunk.
+    callback and checkpoint, so prefer periods that are multiples or divisors of `chunk_size`
+    (each distinct chunk length compiles once). A second `fit` with the same objective,
+    optimizer and estimator objects and data of the same shapes compiles nothing (a new
+    ``optax.adam(...)`` is a new optimizer: keep one). A step whose objective or updated params
+    are not finite stops training: the chunk that contains it is replayed with a check at every
+    step to find it, so runs that stay finite pay for one check per chunk.
+
+    Resuming is exact: ``fit(key, ..., num_steps=n, resume=result)`` continues `result` for `n`
+    more steps, with the same key schedule and data order, so that two fits of ``N/2`` steps
+    give the params, optimizer state, estimator states and history of one fit of ``N`` steps bit
+    for bit. With `checkpoint_dir`, the whole training state is saved there (orbax-checkpoint)
+    every `checkpoint_every` steps, at the end and on Ctrl-C, and ``resume=checkpoint_dir``
+    continues from the newest checkpoint. Ctrl-C stops the fit at the end of the running chunk
+    and returns what was trained, with ``interrupted=True``; a second Ctrl-C aborts.
 
     Args:
-      key: a `jax.random` key; every draw and every shuffle derives from it.
+      key: a `jax.random` key; every draw and every shuffle derives from it. A resumed fit
+        must be given the key of the run it resumes.
       objective: a ``@pv.expectation`` program returning a scalar.
-      params: the initial parameters, any pytree of arrays.
-      optimizer: any optax gradient transformation.
+      params: the initial parameters, any pytree of arrays; with `resume`, None (or the
+        resumed result's params, or, for a checkpoint, the initial params of the run, whose
+        structure rebuilds the saved state).
+      optimizer: any optax gradient transformation; those that take the loss
+        (`optax.contrib.reduce_on_plateau`, `optax.polyak_sgd`, `optax.lbfgs`) receive it,
+        and `optax.lookahead` works with ``optax.LookaheadParams`` as params.
       direction: ``"maximize"`` or ``"minimize"`` (required).
-      num_steps: the number of steps; give it or `num_epochs`.
+      num_steps: the number of steps (more steps, when resuming); give it or `num_epochs`.
       num_epochs: the number of passes over `data`.
       data: the dataset (leading axis: datapoints), or None for an objective without data.
       batch_size: the minibatch size; default: the whole dataset.
@@ -115,11 +143,19 @@ def fit(
         returning True stops training there.
       callback_every: the callback's period in steps; default: `chunk_size`.
       chunk_size: the number of steps per compiled chunk.
-      progress: whether to show a progress bar with the current objective.
+      progress: whether to show a progress bar (the objective's name, its overridden
+        strategies and its current value, redrawn a few times a second at most); default: only
+        when standard error is a terminal.
+      resume: a `FitResult` to continue, or a checkpoint directory.
+      checkpoint_dir: where to save checkpoints (created if needed).
+      checkpoint_every: the checkpoint period in steps; default: `chunk_size`.
+      sharding: data parallelism over several devices: a `jax.sharding.Mesh` or a
+        `NamedSharding` for the batch (see `make_step`); the result equals the single-device
+        one.
 
     Returns:
-      A `FitResult` with the final params, optimizer state, estimator state and the history of
-      objective values.
+      A `FitResult` with the final params, optimizer state, estimator states, the history of
+      objective values and metrics, and what a resumed fit needs.
 
     Raises:
       NonFiniteError: when a step's objective or updated params are nan or inf. Its ``.step``
@@ -135,10 +171,13 @@ def fit(
       ...     z = pv.sample("z", q)
       ...     prior_term = dist.Normal(0.0, 1.0).log_prob(z) - q.log_prob(z)
       ...     return dist.Normal(z, 1.0).log_prob(x) + prior_term / len(xs)
+      >>> adam = optax.adam(optax.cosine_decay_schedule(0.05, 2000))
       >>> result = pv.fit(
-      ...     jax.random.key(0), local_elbo, {"m": 0.0, "log_s": 0.0},
-      ...     optax.adam(optax.cosine_decay_schedule(0.05, 2000)), direction="maximize",
-      ...     num_steps=2000, data=xs, batch_size=2, per_datapoint=True, progress=False)
+      ...     jax.random.key(0), local_elbo, {"m": 0.0, "log_s": 0.0}, adam,
+      ...     direction="maximize", num_steps=1000, data=xs, batch_size=2, per_datapoint=True)
+      >>> result = pv.fit(  # 1000 more steps: the same as one fit of 2000
+      ...     jax.random.key(0), local_elbo, None, adam, direction="maximize", num_steps=1000,
+      ...     data=xs, batch_size=2, per_datapoint=True, resume=result)
       >>> print(f"{result.params['m']:.1f}")  # exact posterior: N(12/5, 1/5)
       2.4
       >>> print(f"{jnp.exp(result.params['log_s']) ** 2:.1f}")
@@ -146,7 +185,7 @@ def fit(
     """
     # make_step checks the objective, optimizer, direction and estimator before any tracing.
     train = make_step(objective, optimizer, direction=direction, per_datapoint=per_datapoint,
-                      estimator=estimator)
+                      estimator=estimator, sharding=sharding)
     data = None if data is None else jax.tree.map(jnp.asarray, data)
     num_data = None if data is None else _leading_size(data)
     batch_size = _batch_size(batch_size, num_data)
@@ -158,54 +197,193 @@ def fit(
     every = callback_every or chunk_size
     if every < 1:
         raise ValueError(f"fit: callback_every={every!r} must be a positive number of steps.")
+    if checkpoint_every is not None and checkpoint_dir is None:
+        raise ValueError("fit: checkpoint_every was given without checkpoint_dir; pass "
+                         "checkpoint_dir=path.")
+    save_every = checkpoint_every or chunk_size
+    if save_every < 1:
+        raise ValueError(f"fit: checkpoint_every={save_every!r} must be a positive number of "
+                         "steps.")
 
-    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size)
+    layout = data_sharding(sharding)
+    check_batch_size(layout, batch_size, "fit")
+    if layout is not None and data is not None:
+        # Replicated over the mesh: on several hosts, every process holds the same data.
+        data = jax.device_put(data, _replicated(layout))
+    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size, layout)
     step_key, shuffle_key = jax.random.split(key)
-    first = None if data is None else jax.tree.map(lambda a: a[:batch_size], data)
-    state = train.init(params, first, *extra_args)
-    order = None if data is None else jnp.zeros((num_data,), jnp.int32)
-    history: list[np.ndarray] = []
-    done = 0
-    with tqdm(total=num_steps, disable=not progress, desc=direction, unit="step") as bar:
-        while done < num_steps:
-            end = min(num_steps, _next_multiple(done, chunk_size), _next_multiple(done, every))
-            run = functools.partial(_run_chunk, (state, order), step_key, shuffle_key, data,
-                                    tuple(extra_args), spec=spec, length=end - done)
-            (state, order), values, finite = run(guarded=False)
-            if not bool(finite):
-                # Replay the chunk from its start, checking every step, to find the first bad
-                # one and the state before it. Only a failing run pays for the checks.
-                (state, order), values, failed = run(guarded=True)
-                bad, values = int(failed), np.asarray(values)
-                if bad >= 0:
-                    history.append(values[: bad - done])
-                    result = FitResult(state.params, state.opt_state, state.estimator_state,
-                                       np.concatenate(history))
-                    raise NonFiniteError(_nonfinite_message(bad, values[bad - done]), bad,
-                                         result)
-            values = np.asarray(values)
-            history.append(values)
-            bar.update(end - done)
-            bar.set_postfix(objective=f"{values.mean():.5g}")
-            done = end
-            if callback is not None and done % every == 0:
-                if callback(done, state, float(values[-1])) is True:
-                    break
-    return FitResult(state.params, state.opt_state, state.estimator_state,
-                     np.concatenate(history) if history else np.zeros((0,), np.float32))
+    key_data = _key_data(key)
+    # Ctrl-C from here on (compilation included) asks the fit to stop after the running chunk.
+    with _Interrupt() as interrupt:
+        first = None if data is None else jax.tree.map(lambda a: a[:batch_size], data)
+        start = _start(resume, params, key_data, lambda p: train.init(p, first, *extra_args),
+                       num_data)
+        state, order, history, metrics = start
+        if layout is not None:
+            state, order = jax.device_put((state, order), _replicated(layout))
+        done = int(state.step)
+        total = done + num_steps
+        checkpoints = None if checkpoint_dir is None else _checkpoints(checkpoint_dir)
+        saved = None
+        bar = Progress(total, done, describe(spec.objective, spec.direction), progress)
+        try:
+            while done < total and not interrupt.requested:
+                end = min(total, _next_multiple(done, chunk_size), _next_multiple(done, every),
+                          _next_multiple(done, save_every) if checkpoints else total)
+                run = functools.partial(_run_chunk, (state, order), step_key, shuffle_key, data,
+                                        tuple(extra_args), spec=spec, length=end - done)
+                (new_state, new_order), (values, chunk_metrics), finite = run(guarded=False)
+                if not bool(finite):
+                    # Replay the chunk from its start, checking every step, to find the first
+                    # bad one and the state before it. Only a failing run pays for the checks.
+                    (new_state, new_order), (values, chunk_metrics), failed = run(guarded=True)
+                    bad, values = int(failed), np.asarray(values)
+                    if bad >= 0:
+                        kept = bad - done
+                        history.append(values[:kept])
+                        _extend(metrics, chunk_metrics, kept)
+                        result = _result(new_state, history, metrics, key_data, new_order)
+                        raise NonFiniteError(_nonfinite_message(bad, values[kept]), bad, result)
+                state, order = new_state, new_order
+                values = np.asarray(values)
+                history.append(values)
+                _extend(metrics, chunk_metrics, len(values))
+                bar.update(end - done, float(values.mean()))
+                done = end
+                if checkpoints and (done % save_every == 0 or done == total):
+                    checkpoints.save(done, state, order, key_data, _concatenated(history),
+                                     _joined(metrics))
+                    saved = done
+                if callback is not None and done % every == 0:
+                    if callback(done, state, float(values[-1])) is True:
+                        break
+            stopped = interrupt.requested and done < total
+            if stopped and checkpoints and saved != done:
+                checkpoints.save(done, state, order, key_data, _concatenated(history),
+                                 _joined(metrics))
+        finally:
+            bar.close()
+            if checkpoints:
+                checkpoints.close()
+        return _result(state, history, metrics, key_data, order, interrupted=stopped)
+
+
+class _Interrupt:
+    """Within its block, the first Ctrl-C is a request to stop after the running chunk."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _start(resume, params, key_data, init, num_data):
+    """``(state, order, history list, metrics lists)`` to start from: fresh, or resumed."""
+    fresh_order = None if num_data is None else jnp.zeros((num_data,), jnp.int32)
+    if resume is None:
+        return init(params), fresh_order, [], {}
+    if isinstance(resume, FitResult):
+        if params is not None and params is not resume.params:
+            raise ValueError(
+                "fit(resume=result): params must be None (or result.params): the resumed fit "
+                "continues from result's params."
+            )
+        _check_key(resume.key, key_data, "the resumed FitResult")
+        state = TrainState(resume.params, resume.opt_state, resume.estimator_state,
+                           jnp.asarray(resume.step, jnp.int32))
+        history = [np.asarray(resume.history)]
+        metrics = {name: [np.asarray(v)] for name, v in resume.metrics.items()}
+        return state, (fresh_order if resume.order is None else resume.order), history, metrics
+    if isinstance(resume, (str, os.PathLike)):
+        if params is None:
+            raise ValueError(
+                f"fit(resume={os.fspath(resume)!r}): pass the run's initial params as params: "
+                "their structure (with the optimizer's and the program's) rebuilds the saved "
+                "training state."
+            )
+        from .checkpoint import restore
+
+        saved = restore(resume, init(params))
+        _check_key(saved["key"], key_data, f"the checkpoint in {os.fspath(resume)!r}")
+        order = fresh_order if saved["order"] is None else jnp.asarray(saved["order"])
+        metrics = {name: [v] for name, v in saved["metrics"].items()}
+        return saved["state"], order, [saved["history"]], metrics
+    raise TypeError(
+        f"fit: resume={type(resume).__name__}; it must be a FitResult or a checkpoint directory."
+    )
+
+
+def _check_key(saved, key_data, where):
+    if saved is None or not np.array_equal(np.asarray(saved), key_data):
+        raise ValueError(
+            f"fit(resume=...): the key differs from the key of {where}. A resumed run continues "
+            "that run's key schedule: pass the same key as the first fit."
+        )
+
+
+def _key_data(key) -> np.ndarray:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key))
+    return np.asarray(key)
+
+
+def _checkpoints(directory):
+    from .checkpoint import Checkpoints
+
+    return Checkpoints(directory)
+
+
+def _extend(metrics, chunk_metrics, count):
+    for name, values in chunk_metrics.items():
+        metrics.setdefault(name, []).append(np.asarray(values)[:count])
+
+
+def _replicated(layout):
+    return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec())
+
+
+def _concatenated(history):
+    return np.concatenate(history) if history else np.zeros((0,), np.float32)
+
+
+def _joined(metrics):
+    return {name: np.concatenate(parts) for name, parts in metrics.items()}
+
+
+def _result(state, history, metrics, key_data, order, interrupted=False):
+    return FitResult(
+        params=state.params, opt_state=state.opt_state, estimator_state=state.estimator_state,
+        history=_concatenated(history),
+        metrics=_joined(metrics), step=int(state.step), key=key_data, order=order,
+        interrupted=interrupted,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "length", "guarded"))
 def _run_chunk(carry, step_key, shuffle_key, data, extra, *, spec: _Spec, length: int,
                guarded: bool):
-    """`length` steps under `lax.scan`: ``((state, order), values, check)``.
+    """`length` steps under `lax.scan`: ``((state, order), (values, metrics), check)``.
 
     Unguarded, ``check`` says whether every value and the final params are finite: one
     reduction per chunk. Guarded, every step is checked, the first non-finite one is undone and
     the state frozen before it, and ``check`` is that step (-1 if none).
     """
     train = make_step(spec.objective, spec.optimizer, direction=spec.direction,
-                      per_datapoint=spec.per_datapoint, estimator=spec.estimator)
+                      per_datapoint=spec.per_datapoint, estimator=spec.estimator,
+                      sharding=spec.sharding)
 
     def body(carry, _):
         (state, order), failed = carry
@@ -213,18 +391,19 @@ def _run_chunk(carry, step_key, shuffle_key, data, extra, *, spec: _Spec, length
         batch = None
         if data is not None:
             order, batch = _minibatch(data, order, shuffle_key, t, spec.batch_size)
-        new, value = train.step(state, jax.random.fold_in(step_key, t), batch, *extra)
+        new, value, metrics = train.step_with_metrics(state, jax.random.fold_in(step_key, t),
+                                                      batch, *extra)
         if guarded:
             finite = jnp.isfinite(value) & _all_finite(new.params, exact=True)
             failed = jnp.where((failed < 0) & ~finite, t, failed)
             new = jax.tree.map(lambda n, o: jnp.where(failed < 0, n, o), new, state)
-        return ((new, order), failed), value
+        return ((new, order), failed), (value, metrics)
 
-    ((state, order), failed), values = jax.lax.scan(
+    ((state, order), failed), (values, metrics) = jax.lax.scan(
         body, (carry, jnp.asarray(-1, jnp.int32)), length=length
     )
     check = failed if guarded else jnp.all(jnp.isfinite(values)) & _all_finite(state.params)
-    return (state, order), values, check
+    return (state, order), (values, metrics), check
 
 
 def _minibatch(data, order, shuffle_key, t, batch_size):

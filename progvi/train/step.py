@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import optax
 
 from ..adev.errors import ProgramError
-from ..adev.state import mean_over_axis0
+from ..adev.state import mean_over_axis0, metric_mean
 from .estimators import Estimator
+from .sharding import constrain, data_sharding
 
 DIRECTIONS = {"maximize": -1.0, "minimize": 1.0}  # the sign that turns each into a loss for optax
 ARGUMENT = "estimator="  # where the state of make_step's `estimator=` argument is kept
@@ -31,6 +32,7 @@ class TrainStep(NamedTuple):
 
     init: Callable[..., TrainState]  # (params, batch=None, *extra) -> the state before step 1
     step: Callable[..., tuple[TrainState, jax.Array]]  # (state, key, batch, *extra) -> (state, v)
+    step_with_metrics: Callable[..., tuple]  # the same -> (state, value, metrics of pv.report)
 
 
 def make_step(
@@ -40,6 +42,7 @@ def make_step(
     direction: str,
     per_datapoint: bool = False,
     estimator: Estimator | None = None,
+    sharding=None,
 ) -> TrainStep:
     """A pure, jittable training step for an expectation program, for users with their own loop.
 
@@ -68,16 +71,20 @@ def make_step(
       direction: ``"maximize"`` (an ELBO) or ``"minimize"`` (a loss); required, so that the sign
         is never a guess.
       per_datapoint: whether `objective` scores one datapoint and is averaged over the batch.
+      sharding: data parallelism: a `jax.sharding.Mesh` (the batch's leading axis is split
+        over all its devices) or a `NamedSharding` for the batch; params stay replicated and
+        the result equals the single-device one. The batch size must divide evenly.
       estimator: the older form of a stateful baseline, a `pv.train.Estimator` whose
         ``read`` of its state the program receives as an argument after ``batch``, updated
         from the step's objective value (its state is kept under the key ``"estimator="``).
         Prefer ``pv.reinforce(baseline=estimator)`` in the program.
 
     Returns:
-      A `TrainStep`: ``init(params, batch=None, *extra) -> TrainState`` and
+      A `TrainStep`: ``init(params, batch=None, *extra) -> TrainState``,
       ``step(state, key, batch=None, *extra) -> (state, value)``, where ``value`` is the
-      objective's estimate at the params before the update. Both are pure: wrap ``step`` in
-      `jax.jit` or call it inside `lax.scan`.
+      objective's estimate at the params before the update, and ``step_with_metrics``, the same
+      step returning ``(state, value, metrics)`` with the program's `pv.report` values. All are
+      pure: wrap a step in `jax.jit` or call it inside `lax.scan`.
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, optax, progvi as pv
@@ -102,6 +109,8 @@ def make_step(
             "estimator=pv.train.moving_average_baseline(0.9), or leave it out."
         )
 
+    layout = data_sharding(sharding)
+
     def argument(states):
         if estimator is None:
             return ()
@@ -111,7 +120,8 @@ def make_step(
         # Python floats would enter as weakly typed arrays and leave the first step strongly
         # typed; fixing the types here keeps a jitted step on one compilation.
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
-        states = program_states(objective, per_datapoint, params, batch, argument(None), extra)
+        at = params.fast if isinstance(params, optax.LookaheadParams) else params
+        states = program_states(objective, per_datapoint, at, batch, argument(None), extra)
         if estimator is not None:
             states[ARGUMENT] = estimator.init()
         return TrainState(
@@ -121,7 +131,7 @@ def make_step(
             step=jnp.zeros((), jnp.int32),
         )
 
-    def step(state: TrainState, key, batch=None, *extra):
+    def step_with_metrics(state: TrainState, key, batch=None, *extra):
         states = state.estimator_state
         if not isinstance(states, dict):
             raise TypeError(
@@ -130,15 +140,29 @@ def make_step(
             )
         own = {a: s for a, s in states.items() if a != ARGUMENT}
         est_args = argument(states)
+        batch = constrain(batch, layout)
+
+        def value_of(params):
+            return objective_value(objective, per_datapoint, key, params, batch, est_args, extra,
+                                   own)
 
         def loss(params):
-            value, new_states = objective_value(objective, per_datapoint, key, params, batch,
-                                                est_args, extra, own)
+            value, new_states, metrics = value_of(params)
             # The sign seeds the backward pass, so maximizing costs no extra pass over the grads.
-            return sign * value, (value, new_states)
+            return sign * value, (value, new_states, metrics)
 
-        (_, (value, new_states)), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        # optax.lookahead trains LookaheadParams: the gradient is taken at the fast params.
+        lookahead = isinstance(state.params, optax.LookaheadParams)
+        at = state.params.fast if lookahead else state.params
+        (signed, (value, new_states, metrics)), grads = jax.value_and_grad(
+            loss, has_aux=True)(at)
+        extra_args = {}
+        if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+            # Transformations that need the loss (reduce_on_plateau, polyak_sgd, lbfgs) get
+            # it; value_fn re-estimates it with the same key and batch, as a line search needs.
+            extra_args = dict(value=signed, grad=grads,
+                              value_fn=lambda p: sign * value_of(p)[0])
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra_args)
         missing = sorted(set(new_states) - set(own))
         if missing:
             raise ProgramError(
@@ -156,9 +180,13 @@ def make_step(
             estimator_state=new_states,
             step=state.step + 1,
         )
+        return new, value, metrics
+
+    def step(state: TrainState, key, batch=None, *extra):
+        new, value, _ = step_with_metrics(state, key, batch, *extra)
         return new, value
 
-    return TrainStep(init=init, step=step)
+    return TrainStep(init=init, step=step, step_with_metrics=step_with_metrics)
 
 
 def program_states(objective, per_datapoint, params, batch, est_args, extra):
@@ -179,37 +207,37 @@ def program_states(objective, per_datapoint, params, batch, est_args, extra):
 
 
 def objective_value(objective, per_datapoint, key, params, batch, est_args, extra, states=None):
-    """``(estimate, next states)`` on one batch: see `make_step` for how it is called."""
+    """``(estimate, next states, metrics)`` on one batch: see `make_step` for how it is called."""
     name = getattr(objective, "__name__", repr(objective))
-    stateful = getattr(objective, "estimate_with_state", None)
+    evaluate = getattr(objective, "evaluate", None)
 
     def one(key, *data):
-        if stateful is None:
-            return objective.estimate(key, params, *data, *est_args, *extra), {}
-        return stateful(key, states, params, *data, *est_args, *extra)
+        if evaluate is None:
+            return objective.estimate(key, params, *data, *est_args, *extra), {}, {}
+        return tuple(evaluate(key, states, params, *data, *est_args, *extra))
 
     if not per_datapoint:
-        value, new_states = one(key, *(() if batch is None else (batch,)))
+        value, new_states, metrics = one(key, *(() if batch is None else (batch,)))
         if jnp.shape(value) != ():
             raise ProgramError(
                 f"objective {name!r} returned shape {jnp.shape(value)}; training needs a scalar. "
                 "If it scores each datapoint of the batch, pass per_datapoint=True with a "
                 "program for one datapoint, or return jnp.mean of the values."
             )
-        return value, new_states
+        return value, new_states, metrics
     if batch is None:
         raise ValueError(
             f"per_datapoint=True but no batch was given for objective {name!r}: pass data "
             "(fit) or a batch (the step), or set per_datapoint=False."
         )
     size = _leading_size(batch)
-    values, new_states = jax.vmap(one)(jax.random.split(key, size), batch)
+    values, new_states, metrics = jax.vmap(one)(jax.random.split(key, size), batch)
     if values.shape != (size,):
         raise ProgramError(
             f"objective {name!r} returned shape {values.shape[1:]} for one datapoint; with "
             "per_datapoint=True it must return a scalar for each datapoint."
         )
-    return jnp.mean(values), mean_over_axis0(new_states)
+    return jnp.mean(values), mean_over_axis0(new_states), metric_mean(metrics)
 
 
 def _leading_size(batch) -> int:

@@ -310,3 +310,31 @@ def test_draws_are_keyed_by_address_not_by_position():
     a = program.estimate(KEY, 0.0)
     assert a == program.estimate(KEY, jnp.float32(0.0))  # a weak-type conversion moves no draw
     assert a == with_unrelated_work.estimate(KEY, 0.0)
+
+
+@pytest.mark.parametrize("strategy", [pv.enum_parallel, pv.leave_one_out(num_samples=4)],
+                         ids=["enum_parallel", "leave_one_out"])
+def test_a_cond_in_a_vmapped_continuation_is_differentiated(strategy):
+    # The continuation runs under jax.vmap, where a cond on the sampled value becomes a select
+    # whose batching puts a stop_gradient on tangents; reverse mode must still transpose it.
+    @pv.expectation
+    def program(p):
+        b = pv.sample("b", dist.Bernoulli(0.3), strategy=strategy)
+        return jax.lax.cond(b > 0, lambda _: 0.0, lambda p: -p / 2, p)
+
+    grads = jax.vmap(lambda k: program.grad(k, 0.7))(jax.random.split(KEY, 2000))
+    # E = 0.7 * (-p / 2): d/dp = -0.35, exactly for enumeration.
+    assert abs(float(grads.mean()) + 0.35) < 4 * float(grads.std()) / np.sqrt(2000) + 1e-6
+    value, tangent = jax.jvp(lambda p: program.estimate(KEY, p), (0.7,), (1.0,))
+    assert jnp.isfinite(value) and jnp.isfinite(tangent)
+
+
+def test_jvp_with_python_numbers_for_primals_and_tangents():
+    @pv.expectation
+    def program(q):
+        return pv.sample("x", dist.Normal(q, 1.0)) ** 2
+
+    value, tangent = jax.jvp(lambda q: program.estimate(KEY, q), (0.7,), (1.0,))
+    x = jnp.sqrt(value)  # the draw, up to sign; the pathwise tangent is 2x dx/dq = 2x
+    assert abs(abs(float(tangent)) - 2 * float(x)) < 1e-4
+    assert float(tangent) == pytest.approx(float(program.grad(KEY, 0.7)))

@@ -192,16 +192,39 @@ def test_fit_without_data(conjugate):
     assert abs(float(result.params) - 4.0) < 0.1
 
 
-def test_the_progress_bar_shows_the_objective(conjugate, capsys):
+def test_the_progress_bar_shows_the_objective_and_is_quiet_off_a_terminal(conjugate, capsys):
     pv.fit(
         jax.random.key(0), conjugate.local_elbo, GUIDE, optax.adam(0.01), direction="maximize",
         num_steps=20, data=conjugate.data, batch_size=10, per_datapoint=True, chunk_size=10,
+        progress=True,
     )
     err = capsys.readouterr().err
-    assert "20/20" in err and "objective=" in err and "maximize" in err
-    pv.fit(
-        jax.random.key(0), conjugate.local_elbo, GUIDE, optax.adam(0.01), direction="maximize",
-        num_steps=20, data=conjugate.data, batch_size=10, per_datapoint=True, chunk_size=10,
-        progress=False,
-    )
-    assert capsys.readouterr().err == ""
+    assert "20/20" in err and "objective=" in err and "maximize local_elbo" in err
+    # Overridden strategies are named too.
+    overridden = pv.with_strategies(conjugate.local_elbo, {"z": pv.reinforce})
+    pv.fit(jax.random.key(0), overridden, GUIDE, optax.adam(0.01), direction="maximize",
+           num_steps=20, data=conjugate.data, batch_size=10, per_datapoint=True, progress=True)
+    assert "maximize local_elbo [z: reinforce]" in capsys.readouterr().err
+    for progress in (False, None):  # None: shown only when stderr is a terminal
+        pv.fit(
+            jax.random.key(0), conjugate.local_elbo, GUIDE, optax.adam(0.01),
+            direction="maximize", num_steps=20, data=conjugate.data, batch_size=10,
+            per_datapoint=True, chunk_size=10, progress=progress,
+        )
+        assert capsys.readouterr().err == ""
+
+
+def test_the_progress_bar_redraws_a_few_times_a_second_whatever_the_chunk_size(capsys):
+    import time
+
+    @pv.expectation
+    def quick(theta):
+        return (pv.sample("z", dist.Normal(theta, 1.0)) - 1.0) ** 2
+
+    began = time.perf_counter()
+    pv.fit(jax.random.key(0), quick, jnp.array(0.0), optax.sgd(0.01), direction="minimize",
+           num_steps=3000, chunk_size=1, progress=True)
+    seconds = time.perf_counter() - began
+    redraws = capsys.readouterr().err.count("\r")
+    # 3000 chunks; tqdm redraws at most every 0.25 s (plus the first and the final draw).
+    assert redraws <= seconds / 0.25 + 3, (redraws, seconds)
