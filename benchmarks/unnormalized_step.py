@@ -218,7 +218,7 @@ def library_nll(batch_size: int):
 
     @pv.expectation
     def nll(params, x):
-        # The address of the per-run program's construct, so that both draw the same noise.
+        # The address of the one-site program's construct: nll draws its K points as one site.
         return pv.unnormalized.nll(
             lambda ys, p: log_f(p, ys), x, dist.Normal(jnp.zeros(2), NOISE_SCALE),
             model_args=(params,), estimator=pv.compositional(GAMMA, num_samples=batch_size),
@@ -352,7 +352,7 @@ def check_steps(key, batch_size: int, num_steps: int = 3, tolerance: float = 1e-
     for name, program in PROGRAMS.items():
         train = pv.make_step(program(batch_size), optax.adam(LEARNING_RATE), direction="minimize")
         step = jax.jit(train.step)
-        read_noise = readers["one_site" if name == "one_site" else "per_run"]  # nll: per-run draws
+        read_noise = readers["per_run" if name == "per_run" else "one_site"]  # nll: one site
         state = train.init(params, x)
         hand = HandwrittenState(params, optimizer.init(params), jnp.zeros(()), jnp.zeros(()))
         errors = collections.defaultdict(float)
