@@ -70,3 +70,6 @@ def _count_compilations():
         yield events
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+# Scripts run in their own processes by the tests (they set XLA_FLAGS before importing jax).
+collect_ignore = ["scripts"]
