@@ -2,6 +2,7 @@
 
 import importlib.util
 import pathlib
+import sys
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "adev_vae_grad.py"
 
@@ -30,3 +31,30 @@ def test_vae_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
     table_rows = [line for line in written.splitlines() if line.startswith("| 8 |")]
     assert len(table_rows) == 1
     assert "ratio" in written and "jax:" in written
+
+
+def _load_script(name):
+    path = SCRIPT.parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compile_time_benchmark_runs_at_a_tiny_size(tmp_path):
+    bench = _load_script("compile_time")
+    out = tmp_path / "result.md"
+    site_rows, enum_rows, text = bench.main(
+        ["--sites", "2", "--depths", "5", "--reps", "1", "--out", str(out)]
+    )
+
+    assert [n for n, _ in site_rows] == [2]
+    assert set(site_rows[0][1]) == {"progvi", "JAX"}
+    assert all(t.total_s > 0 and t.hlo_ops > 0 for t in site_rows[0][1].values())
+    assert [d for d, _ in enum_rows] == [5]  # past the switch: 2^5 copies
+    assert all(t is not None and t.total_s > 0 for _, row in enum_rows for t in row.values())
+    written = out.read_text()
+    assert written == text
+    assert len([line for line in written.splitlines() if line.startswith("| 2 |")]) == 1
+    assert "| 5 |" in written and "| NO |" not in written and "progvi / JAX" in written
