@@ -21,6 +21,7 @@ from .adev import Reparam as Reparam
 from .adev import SampleOutsideProgramError as SampleOutsideProgramError
 from .adev import Strategy as Strategy
 from .adev import StrategyError as StrategyError
+from .adev import ValidationError as ValidationError
 from .adev import enum as enum
 from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
@@ -33,6 +34,7 @@ from .adev import reinforce as reinforce
 from .adev import reparam as reparam
 from .adev import report as report
 from .adev import sample as sample
+from .adev import validation as validation
 from .adev import with_strategies as with_strategies
 from .gen import Call as Call
 from .gen import ChoiceError as ChoiceError

@@ -55,3 +55,21 @@ def test_unnormalized_step_benchmark_runs_at_a_tiny_size(tmp_path):
     table_rows = [line for line in written.splitlines() if line.startswith("| 16 |")]
     assert len(table_rows) == 1
     assert "per_run / JAX" in written and "compile" in written
+
+
+def test_compile_time_benchmark_runs_at_a_tiny_size(tmp_path):
+    bench = _load_benchmark("compile_time")
+    out = tmp_path / "result.md"
+    site_rows, enum_rows, text = bench.main(
+        ["--sites", "2", "--depths", "5", "--reps", "1", "--out", str(out)]
+    )
+
+    assert [n for n, _ in site_rows] == [2]
+    assert set(site_rows[0][1]) == {"progvi", "JAX"}
+    assert all(t.total_s > 0 and t.hlo_ops > 0 for t in site_rows[0][1].values())
+    assert [d for d, _ in enum_rows] == [5]  # past the switch: 2^5 copies
+    assert all(t is not None and t.total_s > 0 for _, row in enum_rows for t in row.values())
+    written = out.read_text()
+    assert written == text
+    assert len([line for line in written.splitlines() if line.startswith("| 2 |")]) == 1
+    assert "| 5 |" in written and "| NO |" not in written and "progvi / JAX" in written

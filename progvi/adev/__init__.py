@@ -8,6 +8,7 @@ from .errors import ProgramError as ProgramError
 from .errors import ProgviError as ProgviError
 from .errors import SampleOutsideProgramError as SampleOutsideProgramError
 from .errors import StrategyError as StrategyError
+from .errors import ValidationError as ValidationError
 from .expectation import Evaluation as Evaluation
 from .expectation import Expectation as Expectation
 from .expectation import default_strategy as default_strategy
@@ -38,3 +39,4 @@ from .state import Estimator as Estimator
 from .strategy import Continuation as Continuation
 from .strategy import Local as Local
 from .strategy import Strategy as Strategy
+from .validation import validation as validation

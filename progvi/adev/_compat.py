@@ -7,7 +7,14 @@ update when it does.
 from jax._src.interpreters import batching as _batching
 from jax.core import ShapedArray  # noqa: F401
 from jax.custom_derivatives import SymbolicZero  # noqa: F401
-from jax.extend.core import ClosedJaxpr, Jaxpr, Literal, Primitive, jaxpr_as_fun  # noqa: F401
+from jax.extend.core import (  # noqa: F401
+    ClosedJaxpr,
+    Jaxpr,
+    Literal,
+    Primitive,
+    get_opaque_trace_state,
+    jaxpr_as_fun,
+)
 from jax.interpreters import batching  # noqa: F401
 
 

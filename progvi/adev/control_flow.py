@@ -1,6 +1,9 @@
 """Interpreter rules for higher-order primitives whose bodies contain sample sites.
 
 * ``jit`` (and ``closed_call``): interpret the inner jaxpr in line.
+* ``remat2`` (`jax.checkpoint` / `jax.remat`): interpret the body in line too. The values and the
+  gradient are those of the program without the checkpoint, but around sample sites the
+  checkpoint saves no memory: the residuals of the interpreted body are kept as usual.
 * ``cond`` (``lax.cond``/``lax.switch``): each branch is interpreted together with the rest of the
   program, so strategies inside a branch see their whole continuation.
 * ``scan`` (``lax.scan``, ``fori_loop`` with a static trip count): the body is interpreted once,
@@ -86,3 +89,4 @@ def scan_rule(eqn, invals, frame, state, kont):
 
 
 RULES.update(jit=call_rule, pjit=call_rule, closed_call=call_rule, cond=cond_rule, scan=scan_rule)
+RULES["remat2"] = call_rule  # jax.checkpoint: its body is an open jaxpr, interpreted in line

@@ -19,3 +19,7 @@ class AddressError(ProgviError, ValueError):
 
 class ProgramError(ProgviError, TypeError):
     """An expectation program has a shape or structure progvi cannot estimate."""
+
+
+class ValidationError(ProgviError, ValueError):
+    """Inside `pv.validation()`: a distribution's parameter is outside its constraint (run time)."""

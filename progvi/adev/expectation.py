@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import functools
+import inspect
+import operator
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
@@ -14,14 +17,16 @@ import numpy as np
 from . import control_flow, log_expectation, plate, report  # noqa: F401  (register rules)
 from ._compat import SymbolicZero
 from .addresses import match, site_addresses
-from .errors import ProgramError, SampleOutsideProgramError, StrategyError
+from .errors import AddressError, ProgramError, SampleOutsideProgramError, StrategyError
 from .handlers import _STACK, Handler, active, dispatch
 from .interpreter import Frame, State, finish, run
+from .keys import check_key, shown
 from .primitive import bind_sample
 from .reinforce import reinforce
 from .reparam import reparam
 from .state import Sink, init_states
-from .strategy import Strategy
+from .strategy import Strategy, check_strategy
+from .validation import reraise, validated, validating
 
 
 def default_strategy(dist) -> Strategy:
@@ -39,20 +44,91 @@ class _Bind(Handler):
             # overrides see them) under the call's address.
             stack = active()
             return nested(site.address, lambda s: dispatch(stack, s))
+        _check_distribution(site)
         strategy = site.strategy or default_strategy(site.dist)
+        check_strategy(site.address, strategy)
+        if site.within and not strategy.is_local:
+            raise StrategyError(_batched_site(site, strategy))
         strategy.check(site.address, site.dist)
-        return bind_sample(site.address, site.dist, strategy, site.batch)
+        dist = validated(site.address, site.dist) if validating() else site.dist
+        return bind_sample(site.address, dist, strategy, site.batch)
+
+
+def _check_distribution(site) -> None:
+    dist = site.dist
+    if isinstance(dist, type):
+        raise ProgramError(
+            f"pv.sample({site.address!r}, {dist.__name__}): {dist.__name__} is a class, not a "
+            f"distribution. Pass an instance with its parameters, e.g. "
+            f"pv.sample({site.address!r}, dist.{dist.__name__}(...))."
+        )
+    if not (callable(getattr(dist, "sample", None)) and callable(getattr(dist, "log_prob", None))
+            and hasattr(dist, "has_rsample")):
+        raise ProgramError(
+            f"pv.sample({site.address!r}, ...) got {shown(dist)}, not a distribution. Pass a "
+            "numpyro distribution (pv.sample('z', dist.Normal(0.0, 1.0))), a call of a "
+            "generative function (pv.sample('enc', encoder(x))), or adapt a foreign one with "
+            "pv.interop."
+        )
+
+
+def _batched_site(site, strategy) -> str:
+    within = site.within[-1]
+    if within == "pv.particles":
+        where = (
+            "is drawn once per particle of pv.particles. K-particle objectives and families "
+            "(pv.iwae, pv.iwae_dreg, pv.vimco, pv.renyi, pv.rws, pv.wake_p, pv.wake_q, "
+            "pv.forward_kl, pv.normalize, pv.marginal with num_particles > 1) draw their K "
+            "particles that way, as one batched site"
+        )
+        fix = (
+            "Use a local strategy there: pv.reinforce for a discrete choice (pv.vimco gives it "
+            "per-particle baselines), pv.reparam for a continuous one; or use pv.elbo (one "
+            f"particle, no batching), where pv.{strategy.name} sees the rest of the program."
+        )
+    else:
+        where = f"is drawn once per datapoint of {within}, as one batched site"
+        fix = (
+            "Use a local strategy there (pv.reparam, pv.reinforce), or vmap the whole estimate "
+            "over the datapoints (or use pv.plate), where each datapoint has its own "
+            "continuation."
+        )
+    return (
+        f"sample site {site.address!r} {where}, so only local strategies (those that need no "
+        f"continuation) apply, but its strategy pv.{strategy.name} needs the rest of the "
+        f"program. {fix}"
+    )
 
 
 class _Override(Handler):
-    """Replaces the strategy of every site whose address matches a pattern."""
+    """Replaces the strategy of every site whose address matches a pattern.
+
+    It records the addresses it sees, so that a pattern that matches none of them (a typo) is
+    an error once the program is traced (`check`).
+    """
 
     def __init__(self, patterns: Mapping[str, Strategy]):
         self.patterns = patterns
+        self.seen: list[str] = []
 
     def sample(self, site, below):
+        if getattr(site.dist, "sample_in_program", None) is not None:
+            return below(site)  # a call: its own sites come back through the stack
+        self.seen.append(site.address)
         strategy = match(self.patterns, site.address)
         return below(site if strategy is None else dataclasses.replace(site, strategy=strategy))
+
+    def check(self, name: str) -> None:
+        unmatched = [p for p in self.patterns
+                     if not any(fnmatch.fnmatchcase(a, p) for a in self.seen)]
+        if unmatched:
+            found = sorted(set(self.seen))
+            raise AddressError(
+                f"pv.with_strategies on {name!r}: the pattern(s) {unmatched} match no sample "
+                f"site of the program, whose addresses are {found or '(none: it samples nothing)'}"
+                ". Correct the spelling (addresses of nested calls are 'call/choice'; a glob "
+                "such as 'enc/*' matches all of them) or remove the pattern."
+            )
 
 
 class Evaluation(NamedTuple):
@@ -85,13 +161,18 @@ class Expectation:
                 f"{self.__name__}.estimate(key, *args) for an estimate, or call it inside another "
                 "@pv.expectation to nest it."
             )
+        self._check_arity(args, "called")
         return self._with_overrides(self.fn, *args)
 
     def _with_overrides(self, fn, *args):
         if not self.overrides:
             return fn(*args)
-        with _nested(*[_Override(p) for p in self.overrides]):
-            return fn(*args)
+        handlers = [_Override(p) for p in self.overrides]
+        with _nested(*handlers):
+            out = fn(*args)
+        for handler in handlers:
+            handler.check(self.__name__)
+        return out
 
     def trace(self, *args):
         """The program as a closed jaxpr whose `progvi_sample` equations are its sample sites."""
@@ -100,7 +181,11 @@ class Expectation:
             with _fresh_stack(_Bind()):
                 return self._with_overrides(self.fn, *args)
 
-        closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*args)
+        self._check_arity(args, "estimated")
+        # Under jax.disable_jit, lax.scan would unroll its body while tracing, one site per
+        # iteration at the same address; the interpreter runs the program without jit anyway.
+        with jax.disable_jit(False):
+            closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*args)
         if not isinstance(out_shape, jax.ShapeDtypeStruct):
             raise ProgramError(
                 f"expectation program {self.__name__!r} returned {jax.tree.structure(out_shape)}; "
@@ -121,6 +206,7 @@ class Expectation:
           >>> print(f"{loss.estimate(jax.random.key(0), 0.4):.2f}")  # enumeration: exact
           -0.12
         """
+        self._check_key(key, "estimate")
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, args))):
             # Inside a transformation: a jit boundary here would make JAX trace the program
             # twice (its value and its JVP) when the caller differentiates.
@@ -182,6 +268,7 @@ class Expectation:
         the program recorded with `pv.report` (dict by name). Neither the states nor the metrics
         carry a gradient.
         """
+        self._check_key(key, "evaluate")
         if state is not None and not isinstance(state, dict):
             raise TypeError(
                 f"{self.__name__}: state={type(state).__name__}, but it must be the dict of "
@@ -204,10 +291,15 @@ class Expectation:
           >>> print(f"{loss.grad(jax.random.key(0), 0.4):.2f}")  # d/dθ -(1-θ)θ/2 = θ - 1/2
           -0.10
         """
-        return self.value_and_grad(key, *args, argnums=argnums)[1]
+        return self._value_and_grad(key, args, argnums, "grad")[1]
 
     def value_and_grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
         """The estimate and its gradient with respect to `argnums`, from the same draws."""
+        return self._value_and_grad(key, args, argnums, "value_and_grad")
+
+    def _value_and_grad(self, key, args, argnums, method):
+        self._check_key(key, method)
+        argnums = self._check_argnums(argnums, args, method)
 
         def build():
             def scalar(*a):
@@ -226,9 +318,65 @@ class Expectation:
         return self._jit(("value_and_grad", argnums), build)(key, *args)
 
     def _jit(self, name, build):
+        # One compiled function per validation setting: the flag is read when JAX traces.
+        name = (name, validating())
         if name not in self._jitted:
-            self._jitted[name] = jax.jit(build())
+            fn = build()
+            # A fresh function for each setting: jax.jit caches traces by function identity.
+            self._jitted[name] = _reraising(jax.jit(lambda *args: fn(*args)))
         return self._jitted[name]
+
+    def _check_key(self, key, method: str) -> None:
+        check_key(key, f"{self.__name__}.{method}(key, *args)",
+                  f"{self.__name__}.{method}(jax.random.key(0), *args)")
+
+    def _check_arity(self, args, how: str) -> None:
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):  # no signature (a builtin): the call itself complains
+            return
+        try:
+            signature.bind(*args)
+        except TypeError as err:
+            fix = (f"Call {self.__name__}.estimate(key, *args) with the program's own arguments "
+                   "after the key." if how == "estimated" else
+                   f"Call {self.__name__}(*args) with the program's own arguments.")
+            raise TypeError(
+                f"expectation program {self.__name__}{signature} was {how} with {len(args)} "
+                f"argument(s) ({err}). {fix}"
+            ) from None
+
+    def _check_argnums(self, argnums, args, method):
+        n = len(args)
+        many = isinstance(argnums, tuple)
+        numbers = argnums if many else (argnums,)
+        try:
+            numbers = tuple(operator.index(a) for a in numbers)
+        except TypeError:
+            numbers = None
+        if numbers is None or (many and not numbers) or any(not -n <= a < n for a in numbers):
+            raise TypeError(
+                f"{self.__name__}.{method}: argnums={argnums!r}, but the program was given {n} "
+                f"argument(s) after the key, so argnums must be an int or a tuple of ints in "
+                f"[{-n}, {n - 1}] (it counts the program's arguments, not the key: argnums=0 is "
+                "the first argument after the key)."
+            )
+        numbers = tuple(a % n for a in numbers)
+        for a in numbers:
+            for path, leaf in jax.tree_util.tree_leaves_with_path(args[a]):
+                try:
+                    dtype = jnp.result_type(leaf)
+                except TypeError:
+                    continue  # not an array: JAX's own error says so
+                if not jnp.issubdtype(dtype, jnp.inexact):
+                    where = jax.tree_util.keystr(path)
+                    raise TypeError(
+                        f"{self.__name__}.{method}: argument {a}{where} is "
+                        f"{shown(leaf)} of dtype {dtype}; gradients need floating-point "
+                        "values. Pass a float (1.0, not 1; x.astype(jnp.float32)), or move the "
+                        "integer argument out of argnums."
+                    )
+        return numbers if many else numbers[0]
 
     def __repr__(self):
         return f"<pv.expectation {self.__name__}>"
@@ -273,6 +421,22 @@ def _make_estimate(program: Expectation):
         return Evaluation(value, new, metrics)
 
     return estimate, evaluated
+
+
+def _reraising(fn):
+    """`fn`, re-raising a `ValidationError` that a compiled run raised inside a callback."""
+
+    @functools.wraps(fn)
+    def call(*args):
+        try:
+            return fn(*args)
+        except (jax.errors.JaxRuntimeError, ValueError) as err:
+            # A callback's error reaches here as a JaxRuntimeError (or, from JAX's C++ dispatch
+            # of a cached function, a ValueError) whose message holds its traceback.
+            reraise(err)
+            raise
+
+    return call
 
 
 def _zero_tangent(x):
@@ -326,6 +490,11 @@ def expectation(fn: Callable) -> Expectation:
       >>> print(f"{grads.mean():.1f}")  # d/dmu (mu^2 + 1) = 2 mu
       2.0
     """
+    if not callable(fn):
+        raise TypeError(
+            f"@pv.expectation decorates a function, got {shown(fn)}. Write @pv.expectation above "
+            "def program(...): ... ."
+        )
     return Expectation(fn)
 
 
@@ -350,7 +519,17 @@ def with_strategies(program: Expectation, strategies: Mapping[str, Strategy]) ->
         raise TypeError(
             f"with_strategies needs a @pv.expectation program, got {type(program).__name__}."
         )
+    if not isinstance(strategies, Mapping):
+        raise TypeError(
+            f"with_strategies: strategies is {shown(strategies)}, but it must be a dict from "
+            'address patterns to strategies, e.g. {"enc/*": pv.reinforce}.'
+        )
     for pattern, strategy in strategies.items():
+        if not isinstance(pattern, str):
+            raise AddressError(
+                f"with_strategies: the pattern {pattern!r} is not a string; patterns are "
+                'addresses with * globs, e.g. {"enc/*": pv.reinforce}.'
+            )
         if not isinstance(strategy, Strategy):
             raise StrategyError(
                 f"with_strategies: the strategy for {pattern!r} is {strategy!r}, not a gradient "

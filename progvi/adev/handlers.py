@@ -26,13 +26,15 @@ _STACK: contextvars.ContextVar[tuple[Handler, ...]] = contextvars.ContextVar(
 class Site:
     """One call of `sample`: an address, what to sample, and the strategy asked for (or None).
 
-    `batch` holds the indices of the `independent` blocks the site is inside (see there).
+    `batch` holds the indices of the `independent` blocks the site is inside (see there), and
+    `within` what each block is (``"pv.particles"``, ``"pv.vmap(f)"``), for error messages.
     """
 
     address: str
     dist: Any
     strategy: Any = None
     batch: tuple = ()
+    within: tuple = ()
 
 
 class Handler:
@@ -59,6 +61,8 @@ class independent(Handler):
     distribution does not depend on the mapped arguments (``Normal(0, 1)``) would otherwise draw
     one value shared by every entry. This handler attaches the mapped `index` to each site as an
     extra operand, so the site is batched along the axis and each entry gets its own key.
+    `within` names the block in error messages (a strategy that needs the rest of the program
+    cannot run in it): ``"pv.particles"`` by default, ``"pv.vmap(f)"`` for the combinator.
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
@@ -74,11 +78,12 @@ class independent(Handler):
       True
     """
 
-    def __init__(self, index):
-        self.index = index
+    def __init__(self, index, within: str = "pv.particles"):
+        self.index, self.within = index, within
 
     def sample(self, site, below):
-        return below(dataclasses.replace(site, batch=(*site.batch, self.index)))
+        return below(dataclasses.replace(site, batch=(*site.batch, self.index),
+                                         within=(*site.within, self.within)))
 
 
 def active() -> tuple[Handler, ...]:

@@ -1,7 +1,9 @@
 """The forward-mode ADEV interpreter: an environment, one loop over equations, a rule table.
 
 Values are dual numbers ``(primal, tangent)``; a tangent of ``None`` is a symbolic zero. Equations
-that contain no sample site are handed to `jax.jvp` whole, so every JAX primitive works. Equations
+that contain no sample site are handed to `jax.jvp` whole, so every JAX primitive works: each run of
+consecutive such equations in one `jax.jvp` call (a `_Segment`; one JVP trace per equation made
+tracing a large program slow), with only the inputs that have a tangent as its inputs. Equations
 that contain sample sites are interpreted by a rule in `RULES` (keyed by primitive name) in
 continuation-passing style: each rule receives ``kont``, the rest of the program, so that a
 strategy can run it several times.
@@ -15,14 +17,18 @@ estimator states of this run are written (`state.Sink`), and why they cannot be,
 from __future__ import annotations
 
 import functools
+import math
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._compat import Literal, bind_equation, is_batched, jaxpr_as_fun, sub_jaxprs
 from .addresses import address_salt
+from .enum import Enum, support_size
 from .errors import ProgramError, StrategyError
 from .primitive import lift, sample_p, unflatten
 from .state import INITS, read, register
@@ -39,6 +45,9 @@ class State(NamedTuple):
     sink: Any = None  # the `Sink` that receives this run's estimator states (None: dropped)
     barrier: str | None = None  # why no state can be written here, if none can
     plate: bool = False  # inside one datapoint's term of `pv.plate`
+    copies: int = 1  # how many times this point is traced (sequential enumerations multiply it)
+    ahead: int = 1  # how many times sequential enumerations after this point would multiply it
+    switched: str | None = None  # the pv.enum site before this point that runs in parallel
 
 
 class Frame(NamedTuple):
@@ -53,9 +62,153 @@ def contains_sample(eqn) -> bool:
         "progvi_"
     ):
         return True
-    return any(
-        contains_sample(inner) for jaxpr in sub_jaxprs(eqn) for inner in jaxpr.eqns
-    )
+    return any(_has_sites(jaxpr) for jaxpr in sub_jaxprs(eqn))
+
+
+# Jaxprs are immutable, so what is found in one is kept for as long as the jaxpr lives: a nested
+# body is walked once, not once per equation that holds it and per run of a continuation.
+_HAS_SITES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _has_sites(jaxpr) -> bool:
+    found = _HAS_SITES.get(jaxpr)
+    if found is None:
+        found = _HAS_SITES[jaxpr] = any(contains_sample(eqn) for eqn in jaxpr.eqns)
+    return found
+
+
+class _Segment:
+    """A maximal run of consecutive equations without sample sites, evaluated in one go.
+
+    One `jax.jvp` of the whole run costs one JVP trace instead of one per equation. ``invars``
+    are the variables it reads that are defined before it; ``outvars`` those it defines that are
+    read after it (the others need not leave it).
+    """
+
+    def __init__(self, eqns, invars, outvars):
+        self.eqns, self.invars, self.outvars = eqns, invars, outvars
+        self._dependent = {}
+
+    def dependent(self, live: tuple[int, ...]) -> list[bool]:
+        """Which outvars depend on the inputs at positions `live` (the others have no tangent)."""
+        found = self._dependent.get(live)
+        if found is None:
+            reached = {self.invars[i] for i in live}
+            for eqn in self.eqns:
+                if any(not isinstance(v, Literal) and v in reached for v in eqn.invars):
+                    reached.update(eqn.outvars)
+            found = self._dependent[live] = [v in reached for v in self.outvars]
+        return found
+
+
+class _Site(NamedTuple):
+    """An equation interpreted by a rule; ``index``: its position among them (for its key)."""
+
+    eqn: Any
+    index: int
+
+
+class _Plan(NamedTuple):
+    steps: list  # `_Segment`s and `_Site`s, in program order
+    salts: list[int]  # the address salt of each `_Site`, by index
+    ahead: list[int]  # for each `_Site`: the fan-out of the sites after it in this jaxpr
+    fanout: int  # the fan-out of all its sites
+
+
+def _fanout(eqn) -> int:
+    """How many times a sequential enumeration in `eqn` traces what follows it (1: none).
+
+    For a site, its support size if its strategy is sequential `pv.enum` and the size is known
+    from the equation alone; for a call, the product over its body; for a cond, the largest
+    over the branches. Sites in loop bodies cannot enumerate sequentially.
+    """
+    name = eqn.primitive.name
+    if eqn.primitive is sample_p:
+        return _enum_fanout(eqn)
+    if name in ("jit", "pjit", "closed_call"):
+        return math.prod(_plan(jaxpr).fanout for jaxpr in sub_jaxprs(eqn))
+    if name == "cond":
+        return max(_plan(jaxpr).fanout for jaxpr in sub_jaxprs(eqn))
+    return 1
+
+
+def _enum_fanout(eqn) -> int:
+    treedef, levels = eqn.params["treedef"], eqn.params["levels"]
+    strategy_tree = jax.tree_util.treedef_children(treedef)[1]
+    strategy = jax.tree.unflatten(strategy_tree, [None] * strategy_tree.num_leaves)
+    if not isinstance(strategy, Enum) or strategy.parallel or levels:
+        return 1
+    leaves = [v.val if isinstance(v, Literal) else None for v in eqn.invars]
+    traced = [i for i, leaf in enumerate(leaves) if leaf is None]
+
+    def dist(*xs):
+        for i, x in zip(traced, xs, strict=True):
+            leaves[i] = x
+        return unflatten(treedef, leaves)[0]
+
+    avals = [jax.ShapeDtypeStruct(eqn.invars[i].aval.shape, eqn.invars[i].aval.dtype)
+             for i in traced]
+    return strategy.fanout(support_size(dist, *avals))
+
+
+def _plan(jaxpr) -> _Plan:
+    plan = _PLANS.get(jaxpr)
+    if plan is None:
+        plan = _PLANS[jaxpr] = _make_plan(jaxpr)
+    return plan
+
+
+def _make_plan(jaxpr) -> _Plan:
+    eqns = jaxpr.eqns
+    last_read = {}  # variable -> the position of the last equation that reads it
+    for i, eqn in enumerate(eqns):
+        for v in eqn.invars:
+            if not isinstance(v, Literal):
+                last_read[v] = i
+    for v in jaxpr.outvars:
+        if not isinstance(v, Literal):
+            last_read[v] = len(eqns)
+    steps, salts, fanouts, start = [], [], [], 0
+    for i, eqn in enumerate(eqns):
+        if contains_sample(eqn):
+            steps += _segment(eqns, start, i, last_read)
+            steps.append(_Site(eqn, len(salts)))
+            salts.append(address_salt(eqn))
+            fanouts.append(_fanout(eqn))
+            start = i + 1
+        elif eqn.primitive.name == "cond":
+            # On its own: `default_rule` may have to differentiate it branch by branch.
+            steps += _segment(eqns, start, i, last_read) + _segment(eqns, i, i + 1, last_read)
+            start = i + 1
+    steps += _segment(eqns, start, len(eqns), last_read)
+    ahead = [math.prod(fanouts[j + 1:]) for j in range(len(fanouts))]
+    return _Plan(steps, salts, ahead, math.prod(fanouts))
+
+
+def _segment(eqns, start, end, last_read) -> list[_Segment]:
+    """The segment of equations ``start:end`` (none if empty)."""
+    if start == end:
+        return []
+    defined, invars = set(), {}
+    for eqn in eqns[start:end]:
+        for v in eqn.invars:
+            if not isinstance(v, Literal) and v not in defined:
+                invars.setdefault(v)
+        defined.update(eqn.outvars)
+    outvars = [v for eqn in eqns[start:end] for v in eqn.outvars if last_read.get(v, -1) >= end]
+    return [_Segment(eqns[start:end], list(invars), outvars)]
+
+
+def _site_keys(key, salts):
+    """The key of each rule equation, ``fold_in(key, salt)``, in one vectorized `fold_in`.
+
+    The same keys as a `fold_in` at each site, but one threefry hash over all the salts instead
+    of one per site: for a program of many sites that is much less code for XLA to compile.
+    """
+    if len(salts) == 1:
+        return [jax.random.fold_in(key, salts[0])]
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, np.asarray(salts, np.uint32))
 
 
 def run(jaxpr, consts, args: list[Dual], frame: Frame, state: State, kont: Kont):
@@ -65,21 +218,23 @@ def run(jaxpr, consts, args: list[Dual], frame: Frame, state: State, kont: Kont)
         env[var] = (value, None)
     for var, value in zip(jaxpr.invars, args, strict=True):
         env[var] = value
-    return _run_from(jaxpr, 0, env, frame, state, kont)
+    plan = _plan(jaxpr)
+    keys = _site_keys(frame.key, plan.salts) if plan.salts else []
+    return _run_from(jaxpr, plan, 0, env, keys, frame, state, kont)
 
 
 def _read(env, var) -> Dual:
     return (var.val, None) if isinstance(var, Literal) else env[var]
 
 
-def _run_from(jaxpr, start, env, frame, state, kont):
-    for i in range(start, len(jaxpr.eqns)):
-        eqn = jaxpr.eqns[i]
-        invals = [_read(env, v) for v in eqn.invars]
-        if not contains_sample(eqn):
-            outs = default_rule(eqn, invals, state.pure)
-            env.update(zip(eqn.outvars, outs, strict=True))
+def _run_from(jaxpr, plan, start, env, keys, frame, state, kont):
+    for i in range(start, len(plan.steps)):
+        step = plan.steps[i]
+        if isinstance(step, _Segment):
+            env.update(_run_segment(step, env, state.pure))
             continue
+        eqn = step.eqn
+        invals = [_read(env, v) for v in eqn.invars]
         rule = RULES.get(eqn.primitive.name)
         if rule is None:
             raise ProgramError(
@@ -88,14 +243,60 @@ def _run_from(jaxpr, start, env, frame, state, kont):
                 "(static trip count) and vmap around sample sites."
             )
 
-        def rest(outs, state, i=i, eqn=eqn):
+        def rest(outs, state, i=i, eqn=eqn, ahead=state.ahead):
             env_after = dict(env)
             env_after.update(zip(eqn.outvars, outs, strict=True))
-            return _run_from(jaxpr, i + 1, env_after, frame, state, kont)
+            state = state._replace(ahead=ahead)
+            return _run_from(jaxpr, plan, i + 1, env_after, keys, frame, state, kont)
 
-        sub = frame._replace(key=jax.random.fold_in(frame.key, address_salt(eqn)))
+        sub = frame._replace(key=keys[step.index])
+        # What follows this equation, in this jaxpr and after it: how often a sequential
+        # enumeration in it would trace the rest of the program.
+        state = state._replace(ahead=state.ahead * plan.ahead[step.index])
         return rule(eqn, invals, sub, state, rest)
     return kont([_read(env, v) for v in jaxpr.outvars], state)
+
+
+def _run_segment(segment: _Segment, env, pure: bool):
+    """The (variable, dual) pairs a segment defines, its inputs read from `env`."""
+    if len(segment.eqns) == 1:
+        (eqn,) = segment.eqns
+        outs = default_rule(eqn, [_read(env, v) for v in eqn.invars], pure)
+        return zip(eqn.outvars, outs, strict=True)
+    invals = [env[v] for v in segment.invars]
+    primals = [p for p, _ in invals]
+    live = tuple(i for i, (_, t) in enumerate(invals) if t is not None)
+    if pure or not live:
+        outs = _evaluate(segment, primals)
+        return [(v, (out, None)) for v, out in zip(segment.outvars, outs, strict=True)]
+    dependent = segment.dependent(live)
+
+    def on_live(*xs):
+        args = list(primals)  # inputs without a tangent stay fixed: no zero tangents pushed
+        for i, x in zip(live, xs, strict=True):
+            args[i] = x
+        outs = _evaluate(segment, args)
+        # Outputs that no live input reaches leave as aux values: no zero tangents for them.
+        return ([o for o, d in zip(outs, dependent, strict=True) if d],
+                [o for o, d in zip(outs, dependent, strict=True) if not d])
+
+    outs, tangents, fixed = jax.jvp(
+        on_live, [primals[i] for i in live], [invals[i][1] for i in live], has_aux=True
+    )
+    outs, tangents, fixed = iter(outs), iter(tangents), iter(fixed)
+    return [
+        (v, (next(outs), _symbolic(next(tangents))) if d else (next(fixed), None))
+        for v, d in zip(segment.outvars, dependent, strict=True)
+    ]
+
+
+def _evaluate(segment: _Segment, args) -> list:
+    """Re-binds a segment's equations on new inputs; returns its outvars' values."""
+    env = dict(zip(segment.invars, args, strict=True))
+    for eqn in segment.eqns:
+        invals = [v.val if isinstance(v, Literal) else env[v] for v in eqn.invars]
+        env.update(zip(eqn.outvars, bind_equation(eqn, invals), strict=True))
+    return [env[v] for v in segment.outvars]
 
 
 def default_rule(eqn, invals: list[Dual], pure: bool) -> list[Dual]:
@@ -190,11 +391,31 @@ def sample_rule(eqn, invals, frame, state, kont):
     after = state._replace(barrier=state.barrier or (
         f"after sample site {address!r}, whose strategy pv.{strategy.name} runs the rest of "
         "the program several times"))
+    if isinstance(strategy, Enum):
+        strategy, after = _enumeration(strategy, address, dist, state, after)
     cont = Continuation(
         dual=lambda x, dx=None: kont([(x, dx)], after),
         pure=lambda x: kont([(x, None)], pure_state)[0],
     )
     return strategy.jvp(frame.key, dist, unflatten(treedef, tangents)[0], cont)
+
+
+def _enumeration(strategy, address, dist, state, after):
+    """The form of an enumerated site, and the state of the rest of the program.
+
+    The sequential form traces the rest once per value: the rest sees `copies` multiplied by the
+    support size, and the site switches to the parallel form (`Enum.form`) where that would
+    trace the end of the program too many times, counting the sites after it (``state.ahead``).
+    """
+    size = support_size(lambda: dist)
+    if size is not None:
+        strategy.check_size(address, dist, size)
+    if strategy.parallel or size is None:
+        return strategy, after
+    form = strategy.form(address, size, state.copies * size * state.ahead, state.switched)
+    if form.parallel:
+        return form, after._replace(switched=after.switched or address)
+    return form, after._replace(copies=state.copies * size)
 
 
 def _add(total, term):

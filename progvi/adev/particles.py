@@ -40,7 +40,13 @@ def particles(fn: Callable, num_particles: int, *args: Any) -> Any:
       >>> print(f"{values.mean():.2f}")  # E[max of 3 standard normals] = 3 / (2 sqrt(pi))
       0.85
     """
-    if not (isinstance(num_particles, int) and num_particles >= 1):
+    if not callable(fn):
+        raise ProgramError(
+            f"pv.particles: fn is {type(fn).__name__}, not a function. The function of one "
+            "particle comes first: pv.particles(lambda: pv.sample('z', d), 5)."
+        )
+    if not (isinstance(num_particles, int) and not isinstance(num_particles, bool)
+            and num_particles >= 1):
         raise ProgramError(
             f"pv.particles: num_particles={num_particles!r}, but it must be a Python int of at "
             "least 1 (a shape fixed when the program is traced), e.g. pv.particles(fn, 5)."

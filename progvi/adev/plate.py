@@ -74,6 +74,11 @@ def plate(fn, *args, in_axes=0):
             "pv.plate is called inside an expectation program (@pv.expectation); outside one "
             "there is nothing to estimate."
         )
+    if not callable(fn):
+        raise ProgramError(
+            f"pv.plate: fn is {type(fn).__name__}, not a function. The term of one datapoint "
+            "comes first: pv.plate(lambda x: ..., xs)."
+        )
     axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
     if len(axes) != len(args) or not all(a is None or isinstance(a, int) for a in axes):
         raise ProgramError(
@@ -82,6 +87,13 @@ def plate(fn, *args, in_axes=0):
         )
     flat, tree = jax.tree.flatten(args)
     leaf_axes = [a for arg, a in zip(args, axes, strict=True) for _ in jax.tree.leaves(arg)]
+    for i, (x, a) in enumerate(zip(flat, leaf_axes, strict=True)):
+        if a is not None and not -jnp.ndim(x) <= a < jnp.ndim(x):
+            raise ProgramError(
+                f"pv.plate: argument leaf {i} has shape {jnp.shape(x)}, which has no axis {a} "
+                "to map over. Give it a leading datapoint axis, or in_axes=None for an argument "
+                "every datapoint shares."
+            )
     sizes = {jnp.shape(x)[a] for x, a in zip(flat, leaf_axes, strict=True) if a is not None}
     if len(sizes) != 1:
         raise ProgramError(

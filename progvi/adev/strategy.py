@@ -22,6 +22,7 @@ interpreter replaces it by the value the estimator reads from its state (see `st
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -58,23 +59,88 @@ class Strategy:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         jax.tree_util.register_pytree_node(cls, _flatten, _unflatten(cls))
+        # A rule that returns the wrong thing fails where it returns, naming the strategy.
+        if "local" in cls.__dict__:
+            cls.local = _checked_local(cls.__dict__["local"])
+        if "jvp" in cls.__dict__:
+            cls.jvp = _checked_jvp(cls.__dict__["jvp"])
 
     @property
     def is_local(self) -> bool:
         return type(self).local is not Strategy.local
 
+    @property
+    def has_rule(self) -> bool:
+        """Whether the strategy implements `local` or `jvp` (a subclass must implement one)."""
+        return self.is_local or type(self).jvp is not Strategy.jvp
+
     def check(self, address: str, dist: Any) -> None:
         """Raises `StrategyError` if the strategy cannot handle `dist`; called at trace time."""
 
     def local(self, key, dist, tangent) -> Local:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_RULE.format(type(self).__name__))
 
     def jvp(self, key, dist, tangent, kont: Continuation) -> tuple[Any, Any]:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_RULE.format(type(self).__name__))
 
     def __call__(self, **changes) -> Strategy:
         """A copy with some settings changed, e.g. ``pv.reinforce(baseline=b)``."""
         return dataclasses.replace(self, **changes)
+
+
+_NO_RULE = (
+    "{0} implements neither rule of a gradient strategy. Implement "
+    "local(self, key, dist, tangent) -> pv.Local(value, tangent, score=None, baseline=0.0) for "
+    "a rule that needs only the site, or jvp(self, key, dist, tangent, kont) -> "
+    "(value, tangent) for one that runs the rest of the program (kont.dual / kont.pure); see "
+    "docs/custom_strategy.md."
+)
+
+
+def check_strategy(address: str, strategy: Strategy) -> None:
+    """Raises a `StrategyError` naming the site if `strategy`'s class is not a usable strategy."""
+    cls = type(strategy).__name__
+    if not dataclasses.is_dataclass(strategy):
+        raise StrategyError(
+            f"sample site {address!r}: the strategy {cls} is not a dataclass, but pv.Strategy "
+            f"subclasses are frozen dataclasses (their fields are how JAX flattens them). "
+            f"Decorate the class: @dataclasses.dataclass(frozen=True) class {cls}(pv.Strategy)."
+        )
+    if not strategy.has_rule:
+        raise StrategyError(f"sample site {address!r}: " + _NO_RULE.format(cls))
+
+
+def _checked_local(local):
+    @functools.wraps(local)
+    def checked(self, key, dist, tangent):
+        out = local(self, key, dist, tangent)
+        if not isinstance(out, Local):
+            raise StrategyError(
+                f"{type(self).__name__}.local (for a {dist_name(dist)}) returned a "
+                f"{type(out).__name__}, but a local rule returns pv.Local(value, tangent, "
+                "score=None, baseline=0.0). Write return pv.Local(value, tangent) (or "
+                "pv.Local(value, tangent, score) for a score term), not a tuple."
+            )
+        return out
+
+    return checked
+
+
+def _checked_jvp(jvp):
+    @functools.wraps(jvp)
+    def checked(self, key, dist, tangent, kont):
+        out = jvp(self, key, dist, tangent, kont)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            got = (f"a tuple of {len(out)}" if isinstance(out, tuple)
+                   else f"a {type(out).__name__}")
+            raise StrategyError(
+                f"{type(self).__name__}.jvp (for a {dist_name(dist)}) returned {got}, but a "
+                "continuation rule returns the pair (value, tangent) of the rest of the program, "
+                "e.g. return kont.dual(x, dx)."
+            )
+        return out
+
+    return checked
 
 
 def _is_dynamic(s, name) -> bool:

@@ -71,6 +71,21 @@ def paths(choices: Any) -> list[tuple[str, Any]]:
     return [("/".join(str(getattr(k, "key", k)) for k in path), leaf) for path, leaf in flat]
 
 
+def addresses_of(gen_fn, *args) -> set[str] | None:
+    """The slash-joined addresses of `gen_fn`'s choices at `args`, or None if not found.
+
+    Found by tracing ``gen_fn.simulate`` abstractly (nothing runs), for error messages that
+    compare what two functions sample: call it on error paths only.
+    """
+    try:
+        shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)),
+                              args)
+        trace = jax.eval_shape(lambda a: gen_fn.simulate(jax.random.key(0), *a), shapes)
+        return {address for address, _ in paths(trace.choices)}
+    except Exception:  # noqa: BLE001  (only a better message is lost)
+        return None
+
+
 def choice_value(address: str, dist, value: Any, sample_shape: tuple = ()) -> jax.Array:
     """`value` as an array for the distribution at `address`; raises on a shape or dtype mismatch.
 

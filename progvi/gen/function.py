@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 from ..adev.handlers import handle
+from ..adev.keys import check_key
 from .generative_function import GenerativeFunction
 from .handlers import Assessing, Generating, Simulating, SimulatingInProgram
 from .trace import Trace
@@ -17,8 +19,9 @@ class GenFunction(GenerativeFunction):
     Its choices are the `pv.sample` calls of the body, in a dict keyed by address; a call of
     another generative function sampled at an address contributes its choices as a nested dict.
     The body may use any JAX code between sample sites; repeated random structure goes through
-    `pv.vmap` and `pv.scan` (a `pv.sample` inside `lax.scan`, `lax.cond` or `jax.vmap` in the
-    body is not supported).
+    `pv.vmap` and `pv.scan` (a `pv.sample` inside `lax.scan`, `lax.cond`, `jax.vmap` or
+    `jax.jit` in the body is an error that says so, since its choice would leak out as a
+    tracer).
     """
 
     def __init__(self, fn: Callable):
@@ -30,8 +33,24 @@ class GenFunction(GenerativeFunction):
         return getattr(self, "__name__", type(self.fn).__name__)
 
     def _run(self, handler, args):
+        self._check_arity(args)
         with handle(handler):
             return self.fn(*args)
+
+    def _check_arity(self, args):
+        try:
+            signature = inspect.signature(self.fn)
+        except (TypeError, ValueError):  # no signature (a builtin): the call itself complains
+            return
+        try:
+            signature.bind(*args)
+        except TypeError as err:
+            raise TypeError(
+                f"generative function {self.name}{signature} was run with {len(args)} "
+                f"argument(s) ({err}). Pass its own arguments: {self.name}.simulate(key, *args), "
+                f"pv.simulate({self.name}, *args), pv.sample('name', {self.name}(*args)), or in "
+                "an objective model_args=(...) / guide_args=(...)."
+            ) from None
 
     def simulate(self, key, *args) -> Trace:
         """Draws every choice.
@@ -46,6 +65,8 @@ class GenFunction(GenerativeFunction):
           >>> sorted(tr.choices)
           ['x', 'z']
         """
+        check_key(key, f"{self.name}.simulate(key, *args)",
+                  f"{self.name}.simulate(jax.random.key(0), *args)")
         handler = Simulating(self.name, key)
         retval = self._run(handler, args)
         return Trace(handler.choices, handler.total(), retval)
@@ -85,6 +106,8 @@ class GenFunction(GenerativeFunction):
           >>> bool(abs(log_w - dist.Normal(z, 1.0).log_prob(1.0)) < 1e-5)
           True
         """
+        check_key(key, f"{self.name}.generate(key, constraints, *args)",
+                  f"{self.name}.generate(jax.random.key(0), constraints, *args)")
         handler = Generating(self.name, key, constraints)
         retval = self._run(handler, args)
         handler.finish()

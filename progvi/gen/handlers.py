@@ -21,8 +21,10 @@ from collections.abc import Mapping
 import jax.numpy as jnp
 from numpyro.distributions import Distribution
 
-from ..adev.errors import AddressError, StrategyError
+from ..adev._compat import get_opaque_trace_state
+from ..adev.errors import AddressError, ProgramError, StrategyError
 from ..adev.handlers import Handler, Site, handle
+from ..adev.validation import validated, validating
 from .choices import check_finite, choice_value, extra, missing, site_key
 from .distribution import DistributionFunction
 from .errors import ChoiceError
@@ -51,13 +53,28 @@ class Recorder(Handler):
     """Checks and records the choices of one run of a body; subclasses say where values come
     from."""
 
+    validates = True  # whether leaf sites check their parameters in `pv.validation()`
+
     def __init__(self, gen_name: str):
         self.gen_name = gen_name
         self.choices: dict = {}
         self.score = None
+        # The JAX trace the body runs in: a site traced in another one (a lax.cond branch, a
+        # lax.scan body, a jax.vmap inside the body) would leak its tracer into the choices.
+        self.trace_state = get_opaque_trace_state()
 
     def sample(self, site, below):
         address = site.address
+        if get_opaque_trace_state() != self.trace_state:
+            raise ProgramError(
+                f"pv.sample({address!r}, ...) in {self.gen_name} is inside a JAX transformation "
+                "that the body runs (lax.cond / lax.switch, lax.scan / fori_loop, jax.vmap, "
+                "jax.jit, ...), so its choice would leak out of it as a tracer. In a @pv.gen "
+                "body, sample outside JAX control flow: use the pv.vmap / pv.scan combinators "
+                f"for repeated structure, a Python loop with addresses f\"{address}_{{i}}\", "
+                "or, for a choice between branches, sample in both and select the value with "
+                "jnp.where."
+            )
         if "/" in address:
             raise AddressError(
                 f"address {address!r} in {self.gen_name} contains '/', which separates the "
@@ -86,6 +103,8 @@ class Recorder(Handler):
             except ChoiceError as err:
                 raise err.under(address) from None
         elif isinstance(target, Distribution):
+            if self.validates and validating():
+                target = validated(address, target, where=f"{self.gen_name}: sample site")
             choices, score = self.leaf(address, target, site.strategy, below)
             retval = choices
         else:
@@ -201,6 +220,8 @@ class Generating(Recorder):
 
 
 class SimulatingInProgram(Recorder):
+    validates = False  # its sites reach the expectation program's own check
+
     def leaf(self, address, dist, strategy, below):
         value = below(Site(address, dist, strategy))
         return value, _log_prob(dist, value)

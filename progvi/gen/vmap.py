@@ -121,7 +121,7 @@ class Vmap(GenerativeFunction):
         size = self._size(args, axes)
 
         def one(index, *args):
-            with handle(independent(index)):
+            with handle(independent(index, within=f"pv.vmap({self.gen_fn.name})")):
                 return self.gen_fn.simulate_in_program(*args)
 
         tr = jax.vmap(one, in_axes=(0, *axes))(jnp.arange(size), *args)

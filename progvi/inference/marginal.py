@@ -24,12 +24,14 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
-from ..gen.choices import merge
+from ..adev.keys import shown
+from ..gen.choices import addresses_of, merge
 from ..gen.errors import ChoiceError
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
@@ -66,6 +68,46 @@ class Marginal(GenerativeFunction):
                 extra[0],
             )
 
+    @contextlib.contextmanager
+    def _proposal_checked(self, args):
+        """Re-raises a `ChoiceError` of the block as the mismatch of proposal and auxiliaries.
+
+        A proposal must sample exactly the joint's auxiliary choices; when it does not, the
+        density that fails is the joint's or the proposal's, whose message blames the choices.
+        """
+        try:
+            yield
+        except ChoiceError as err:
+            message = self._mismatch(args)
+            if message is None:
+                raise
+            raise ChoiceError(lambda a: message, err.address) from None
+
+    def _mismatch(self, args):
+        in_joint = addresses_of(self.gen_fn, *args)
+        if in_joint is None:
+            return None
+        kept = {a for a in in_joint if a.split("/")[0] in self.keep}
+        try:
+            example = jax.eval_shape(lambda: self.gen_fn.simulate(jax.random.key(0), *args))
+        except Exception:  # noqa: BLE001  (only a better message is lost)
+            return None
+        example = {a: v for a, v in example.choices.items() if a in self.keep}
+        in_proposal = addresses_of(self.proposal, example, *args)
+        if in_proposal is None:
+            return None
+        aux = sorted(in_joint - kept)
+        if set(aux) == in_proposal:
+            return None
+        wrong = sorted(in_proposal - set(aux)) or sorted(set(aux) - in_proposal)
+        return (
+            f"pv.marginal({self.gen_fn.name}, keep={list(self.keep)}, "
+            f"proposal={self.proposal.name}): the proposal must sample exactly the auxiliary "
+            f"choices of {self.gen_fn.name} (those not kept: {aux}), but it samples "
+            f"{sorted(in_proposal)}, which differ at {wrong[0]!r}. Give the proposal those "
+            "addresses (it is the reverse model r(u | z) of the auxiliaries u), or correct keep=."
+        )
+
     def _log_weights(self, kept, aux, log_r, args):
         """log q(z, u_k) - log r(u_k | z) for a batch of auxiliary choices."""
         joint = jax.vmap(lambda u: self.gen_fn.density_in_program(merge(kept, u), *args)[0])(aux)
@@ -74,42 +116,48 @@ class Marginal(GenerativeFunction):
     # Inside expectation programs.
 
     def simulate_in_program(self, *args) -> Trace:
-        tr = self.gen_fn.simulate_in_program(*args)
-        kept, aux = self._split(tr.choices)
-        log_w = tr.score - self.proposal.density_in_program(aux, kept, *args)[0]
-        if self.K > 1:
-            parts = simulate_particles(self.proposal, self.K - 1, "proposal", kept, *args)
-            others = self._log_weights(kept, parts.choices, parts.score, args)
-            log_w = log_mean_exp(jnp.concatenate([log_w[None], others]))
-        return Trace(kept, log_w, tr.retval)
+        with self._proposal_checked(args):
+            tr = self.gen_fn.simulate_in_program(*args)
+            kept, aux = self._split(tr.choices)
+            log_w = tr.score - self.proposal.density_in_program(aux, kept, *args)[0]
+            if self.K > 1:
+                parts = simulate_particles(self.proposal, self.K - 1, "proposal", kept, *args)
+                others = self._log_weights(kept, parts.choices, parts.score, args)
+                log_w = log_mean_exp(jnp.concatenate([log_w[None], others]))
+            return Trace(kept, log_w, tr.retval)
 
     def density_in_program(self, choices, *args):
-        self._check_kept(choices)
-        parts = simulate_particles(self.proposal, self.K, "proposal", choices, *args)
-        return log_mean_exp(self._log_weights(choices, parts.choices, parts.score, args)), None
+        with self._proposal_checked(args):
+            self._check_kept(choices)
+            parts = simulate_particles(self.proposal, self.K, "proposal", choices, *args)
+            return log_mean_exp(self._log_weights(choices, parts.choices, parts.score, args)), None
 
     # Outside expectation programs.
 
     def simulate(self, key, *args) -> Trace:
         """Draws ``z`` with its auxiliaries; the score is the estimate ``log q̂(z)`` above."""
-        k_joint, k_parts = jax.random.split(key)
-        tr = self.gen_fn.simulate(k_joint, *args)
-        kept, aux = self._split(tr.choices)
-        log_w = tr.score - self.proposal.assess(aux, kept, *args)[0]
-        if self.K > 1:
-            keys = jax.random.split(k_parts, self.K - 1)
-            parts = jax.vmap(lambda k: self.proposal.simulate(k, kept, *args))(keys)
-            joint = jax.vmap(lambda u: self.gen_fn.assess(merge(kept, u), *args)[0])(parts.choices)
-            log_w = log_mean_exp(jnp.concatenate([log_w[None], joint - parts.score]))
-        return Trace(kept, log_w, tr.retval)
+        with self._proposal_checked(args):
+            k_joint, k_parts = jax.random.split(key)
+            tr = self.gen_fn.simulate(k_joint, *args)
+            kept, aux = self._split(tr.choices)
+            log_w = tr.score - self.proposal.assess(aux, kept, *args)[0]
+            if self.K > 1:
+                keys = jax.random.split(k_parts, self.K - 1)
+                parts = jax.vmap(lambda k: self.proposal.simulate(k, kept, *args))(keys)
+                joint = jax.vmap(lambda u: self.gen_fn.assess(merge(kept, u), *args)[0])(
+                    parts.choices)
+                log_w = log_mean_exp(jnp.concatenate([log_w[None], joint - parts.score]))
+            return Trace(kept, log_w, tr.retval)
 
     def estimate_log_density(self, key, choices, *args):
         """``log q̂(z)`` with K particles from the proposal: ``exp`` of it is unbiased for q(z)."""
-        self._check_kept(choices)
-        keys = jax.random.split(key, self.K)
-        parts = jax.vmap(lambda k: self.proposal.simulate(k, choices, *args))(keys)
-        joint = jax.vmap(lambda u: self.gen_fn.assess(merge(choices, u), *args)[0])(parts.choices)
-        return log_mean_exp(joint - parts.score)
+        with self._proposal_checked(args):
+            self._check_kept(choices)
+            keys = jax.random.split(key, self.K)
+            parts = jax.vmap(lambda k: self.proposal.simulate(k, choices, *args))(keys)
+            joint = jax.vmap(lambda u: self.gen_fn.assess(merge(choices, u), *args)[0])(
+                parts.choices)
+            return log_mean_exp(joint - parts.score)
 
     def assess(self, choices, *args):
         raise no_exact_density(self.name)
@@ -157,6 +205,13 @@ def marginal(
       >>> print(f"{q0:.2f}")  # N(0; 0, sqrt 2) = 0.28
       0.28
     """
+    for what, value in (("gen_fn", gen_fn), ("proposal", proposal)):
+        if not isinstance(value, GenerativeFunction):
+            raise TypeError(
+                f"pv.marginal: {what} is {shown(value)}, not a generative function. "
+                "Decorate it with @pv.gen (the proposal is a @pv.gen function of "
+                "(kept_choices, *args))."
+            )
     if not (isinstance(num_particles, int) and num_particles >= 1):
         raise ValueError(
             f"pv.marginal({gen_fn.name}, ...): num_particles={num_particles!r} must be an int "

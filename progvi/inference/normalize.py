@@ -31,7 +31,9 @@ import jax.numpy as jnp
 import numpyro.distributions as nd
 
 from ..adev.handlers import sample
-from ..gen.choices import merge
+from ..adev.keys import shown
+from ..gen.choices import addresses_of, merge, paths
+from ..gen.errors import ChoiceError
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
 from ._estimated import log_mean_exp, no_exact_density, simulate_particles, take
@@ -49,7 +51,40 @@ class Normalize(GenerativeFunction):
         return f"normalize({self.target.name}, {self.proposal.name})"
 
     def _log_target(self, choices, density):
-        return density(merge(choices, self.observations), *self.target_args)[0]
+        try:
+            return density(merge(choices, self.observations), *self.target_args)[0]
+        except ChoiceError as err:
+            message = self._mismatch(choices)
+            if message is None:
+                raise
+            raise ChoiceError(lambda a: message, err.address) from None
+
+    def _mismatch(self, choices):
+        """Why the proposal's choices and the observations do not fit the target, if they don't."""
+        in_target = addresses_of(self.target, *self.target_args)
+        if in_target is None:
+            return None
+        proposed = {a for a, _ in paths(choices)}
+        observed = {a for a, _ in paths(self.observations)}
+        head = f"pv.normalize({self.target.name}, {self.proposal.name}, ...)"
+        if unknown := sorted(observed - in_target):
+            return (f"{head}: observations gives a value at {unknown[0]!r}, but "
+                    f"{self.target.name} samples no such address (it samples "
+                    f"{sorted(in_target)}). Correct the spelling, or remove it.")
+        if both := sorted(observed & proposed):
+            return (f"{head}: observations gives a value at {both[0]!r}, which the proposal "
+                    f"{self.proposal.name} also samples. Remove it from one of them.")
+        if extra := sorted(proposed - in_target):
+            return (f"{head}: the proposal {self.proposal.name} samples {extra[0]!r}, but "
+                    f"{self.target.name} samples no such address (it samples "
+                    f"{sorted(in_target)}). The proposal's choices must be the target's latent "
+                    "choices: rename or remove it.")
+        if unset := sorted(in_target - proposed - observed):
+            return (f"{head}: {self.target.name} samples {unset[0]!r}, but neither the "
+                    f"observations (which give {sorted(observed)}) nor the proposal "
+                    f"{self.proposal.name} (which samples {sorted(proposed)}) gives it a value. "
+                    "Add it to observations if it is observed, or sample it in the proposal.")
+        return None
 
     # Inside expectation programs.
 
@@ -141,6 +176,22 @@ def normalize(
       >>> print(f"{zs.mean():.1f}")  # the posterior mean is 1
       1.0
     """
+    for what, value in (("target", target), ("proposal", proposal)):
+        if not isinstance(value, GenerativeFunction):
+            raise TypeError(
+                f"pv.normalize: {what} is {shown(value)}, not a generative function. "
+                "Decorate it with @pv.gen."
+            )
+    if not isinstance(target_args, tuple):
+        raise TypeError(
+            f"pv.normalize: target_args is a {type(target_args).__name__}, but it must be the "
+            "tuple of the target's arguments: target_args=(value,) for one."
+        )
+    if observations is not None and not isinstance(observations, Mapping):
+        raise TypeError(
+            f"pv.normalize: observations is a {type(observations).__name__}, but it must be a "
+            'choice map of the target\'s observed addresses, e.g. observations={"x": x}.'
+        )
     if not (isinstance(num_particles, int) and num_particles >= 1):
         raise ValueError(
             f"pv.normalize({target.name}, {proposal.name}, ...): num_particles={num_particles!r} "

@@ -23,10 +23,12 @@ import numpy as np
 import optax
 
 from ..adev.errors import ProgviError
+from ..adev.keys import check_key
+from ..adev.validation import validating
 from .estimators import Estimator
 from .progress import Progress, describe
 from .sharding import check_batch_size, data_sharding
-from .step import TrainState, _leading_size, make_step
+from .step import TrainState, _leading_size, check_params, make_step
 
 
 class FitResult(NamedTuple):
@@ -62,6 +64,7 @@ class _Spec(NamedTuple):
     estimator: Any
     batch_size: int | None
     sharding: Any = None
+    validation: bool = False  # pv.validation() when traced: a chunk compiled without it differs
 
 
 def fit(
@@ -183,6 +186,9 @@ def fit(
       >>> print(f"{jnp.exp(result.params['log_s']) ** 2:.1f}")
       0.2
     """
+    _check_arguments(key, params, resume, extra_args, callback, num_steps=num_steps,
+                     num_epochs=num_epochs, batch_size=batch_size, chunk_size=chunk_size,
+                     callback_every=callback_every, checkpoint_every=checkpoint_every)
     # make_step checks the objective, optimizer, direction and estimator before any tracing.
     train = make_step(objective, optimizer, direction=direction, per_datapoint=per_datapoint,
                       estimator=estimator, sharding=sharding)
@@ -210,7 +216,8 @@ def fit(
     if layout is not None and data is not None:
         # Replicated over the mesh: on several hosts, every process holds the same data.
         data = jax.device_put(data, _replicated(layout))
-    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size, layout)
+    spec = _Spec(objective, optimizer, direction, per_datapoint, estimator, batch_size, layout,
+                 validating())
     step_key, shuffle_key = jax.random.split(key)
     key_data = _key_data(key)
     # Ctrl-C from here on (compilation included) asks the fit to stop after the running chunk.
@@ -432,6 +439,38 @@ def _all_finite(tree, exact: bool = False) -> jax.Array:
 
 def _next_multiple(done, period):
     return (done // period + 1) * period
+
+
+def _check_arguments(key, params, resume, extra_args, callback, **counts):
+    """The checks of fit's arguments that need no tracing: types, before anything runs."""
+    check_key(key, "pv.fit(key, objective, params, optimizer, ...)",
+              "pv.fit(jax.random.key(0), objective, params, optimizer, direction=..., ...)")
+    if params is not None and resume is None:
+        check_params(params, "fit")
+    for name, count in counts.items():
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise TypeError(
+                f"fit: {name}={count!r} is a {type(count).__name__}, but it must be a Python "
+                f"int (a number of steps or datapoints fixed at compile time), e.g. "
+                f"{name}={_int_example(count)}."
+            )
+    if not isinstance(extra_args, tuple):
+        raise TypeError(
+            f"fit: extra_args is a {type(extra_args).__name__}, but it must be the tuple of "
+            "further arguments of the program: extra_args=(value,) for one."
+        )
+    if callback is not None and not callable(callback):
+        raise TypeError(
+            f"fit: callback={callback!r} is not callable; pass a function "
+            "callback(step, state, value) (return True from it to stop)."
+        )
+
+
+def _int_example(count) -> int:
+    try:
+        return max(1, int(count))
+    except (TypeError, ValueError):
+        return 100
 
 
 def _batch_size(batch_size, num_data):

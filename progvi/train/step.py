@@ -117,6 +117,7 @@ def make_step(
         return (estimator.read(estimator.init() if states is None else states[ARGUMENT]),)
 
     def init(params, batch=None, *extra) -> TrainState:
+        check_params(params, "make_step(...).init")
         # Python floats would enter as weakly typed arrays and leave the first step strongly
         # typed; fixing the types here keeps a jitted step on one compilation.
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
@@ -219,8 +220,11 @@ def objective_value(objective, per_datapoint, key, params, batch, est_args, extr
     if not per_datapoint:
         value, new_states, metrics = one(key, *(() if batch is None else (batch,)))
         if jnp.shape(value) != ():
+            given = ("" if batch is None else " (given a batch of shape(s) "
+                     f"{[tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(batch)]})")
             raise ProgramError(
-                f"objective {name!r} returned shape {jnp.shape(value)}; training needs a scalar. "
+                f"objective {name!r} returned shape {jnp.shape(value)}{given}; training needs a "
+                "scalar. "
                 "If it scores each datapoint of the batch, pass per_datapoint=True with a "
                 "program for one datapoint, or return jnp.mean of the values."
             )
@@ -233,9 +237,13 @@ def objective_value(objective, per_datapoint, key, params, batch, est_args, extr
     size = _leading_size(batch)
     values, new_states, metrics = jax.vmap(one)(jax.random.split(key, size), batch)
     if values.shape != (size,):
+        shapes = [tuple(jnp.shape(leaf)[1:]) for leaf in jax.tree.leaves(batch)]
         raise ProgramError(
-            f"objective {name!r} returned shape {values.shape[1:]} for one datapoint; with "
-            "per_datapoint=True it must return a scalar for each datapoint."
+            f"objective {name!r} returned shape {values.shape[1:]} for one datapoint, but with "
+            "per_datapoint=True it must return a scalar. It was given one datapoint of shape "
+            f"{shapes[0] if len(shapes) == 1 else shapes} (the data without its leading axis): "
+            "if the data has the wrong shape (e.g. (N, 3) where the program takes a scalar x), "
+            "reshape it; if the program scores several values per datapoint, return their sum."
         )
     return jnp.mean(values), mean_over_axis0(new_states), metric_mean(metrics)
 
@@ -267,6 +275,32 @@ def _check_objective(objective, caller):
             "function with @pv.expectation; it is called as "
             "objective.estimate(key, params, batch, ...)."
         )
+
+
+def check_params(params, caller) -> None:
+    """Raises unless every leaf of `params` is a floating-point array (what gradients need)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if not leaves:
+        raise TypeError(
+            f"{caller}: params={params!r} holds no arrays, so there is nothing to fit. Pass the "
+            "initial parameters, e.g. {'m': 0.0, 'log_s': 0.0} or jnp.zeros(3)."
+        )
+    for path, leaf in leaves:
+        where = f"params{jax.tree_util.keystr(path)}"
+        try:
+            dtype = jnp.result_type(leaf)
+        except TypeError:
+            raise TypeError(
+                f"{caller}: {where} is a {type(leaf).__name__}, not an array. Parameters are a "
+                "pytree (dict, list, tuple, NamedTuple) of float arrays; keep other settings out "
+                "of params (close over them, or pass them as extra arguments)."
+            ) from None
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            raise TypeError(
+                f"{caller}: {where} has dtype {dtype}, but gradients need floating-point "
+                "parameters. Initialize it as a float (0.0, not 0; x.astype(jnp.float32)), or "
+                "keep the integer out of params (close over it or pass it as an extra argument)."
+            )
 
 
 def _check_optimizer(optimizer):

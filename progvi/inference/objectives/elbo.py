@@ -8,7 +8,7 @@ import jax
 
 from ...gen import GenerativeFunction, density, merge, simulate
 from ._weights import frozen, log_weight
-from .errors import check_call
+from .errors import check_call, explained
 
 
 def elbo(
@@ -63,7 +63,8 @@ def elbo(
       2.0
     """
     check_call("elbo", obs, model_args=model_args, guide_args=guide_args)
-    return log_weight(model, guide, obs, model_args, guide_args)[0]
+    with explained("elbo", model, guide, obs, model_args, guide_args):
+        return log_weight(model, guide, obs, model_args, guide_args)[0]
 
 
 def elbo_stl(
@@ -117,12 +118,13 @@ def elbo_stl(
       0.000 0.000
     """
     check_call("elbo_stl", obs, model_args=model_args, guide_args=guide_args)
-    tr = simulate(guide, *guide_args)
-    log_p, _ = density(model, merge(tr.choices, obs), *model_args)
-    # Same value as tr.score; with the guide's parameters frozen, q is differentiated only
-    # through the draw, which drops the zero-mean score term.
-    log_q, _ = density(guide, tr.choices, *frozen(guide_args))
-    return log_p - log_q
+    with explained("elbo_stl", model, guide, obs, model_args, guide_args):
+        tr = simulate(guide, *guide_args)
+        log_p, _ = density(model, merge(tr.choices, obs), *model_args)
+        # Same value as tr.score; with the guide's parameters frozen, q is differentiated only
+        # through the draw, which drops the zero-mean score term.
+        log_q, _ = density(guide, tr.choices, *frozen(guide_args))
+        return log_p - log_q
 
 
 __all__ = ["elbo", "elbo_stl"]

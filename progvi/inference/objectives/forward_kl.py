@@ -9,7 +9,7 @@ import jax
 from ...gen import GenerativeFunction, density, simulate
 from ..normalize import normalize
 from ._weights import frozen
-from .errors import check_call, check_count
+from .errors import check_call, check_count, explained
 
 
 def forward_kl(
@@ -75,17 +75,18 @@ def forward_kl(
       -1.0
     """
     check_call("forward_kl", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("forward_kl", num_particles)
-    if proposal is None:
-        proposal = guide
-        proposal_args = guide_args if proposal_args is None else proposal_args
-    proposal_args = () if proposal_args is None else proposal_args
-    check_call("forward_kl", obs, proposal_args=proposal_args)
-    # Frozen target and proposal: the resampled draw and its density estimate are constants.
-    family = normalize(model, proposal, count, target_args=frozen(model_args), observations=obs)
-    tr = simulate(family, *frozen(proposal_args))
-    log_q, _ = density(guide, jax.lax.stop_gradient(tr.choices), *guide_args)
-    return tr.score - log_q
+    with explained("forward_kl", model, guide, obs, model_args, guide_args):
+        count = check_count("forward_kl", num_particles)
+        if proposal is None:
+            proposal = guide
+            proposal_args = guide_args if proposal_args is None else proposal_args
+        proposal_args = () if proposal_args is None else proposal_args
+        check_call("forward_kl", obs, proposal_args=proposal_args)
+        # Frozen target and proposal: the resampled draw and its density estimate are constants.
+        family = normalize(model, proposal, count, target_args=frozen(model_args), observations=obs)
+        tr = simulate(family, *frozen(proposal_args))
+        log_q, _ = density(guide, jax.lax.stop_gradient(tr.choices), *guide_args)
+        return tr.score - log_q
 
 
 __all__ = ["forward_kl"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ...adev.particles import particles
 from ...gen import GenerativeFunction, density, merge, simulate
 from ._weights import frozen, log_weight
-from .errors import check_call, check_count
+from .errors import check_call, check_count, explained
 
 
 def iwae(
@@ -68,9 +68,10 @@ def iwae(
       -3.41 -2.33 -2.27
     """
     check_call("iwae", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("iwae", num_particles)
-    log_w, _ = particles(log_weight, count, model, guide, obs, model_args, guide_args)
-    return jax.nn.logsumexp(log_w) - math.log(count)
+    with explained("iwae", model, guide, obs, model_args, guide_args):
+        count = check_count("iwae", num_particles)
+        log_w, _ = particles(log_weight, count, model, guide, obs, model_args, guide_args)
+        return jax.nn.logsumexp(log_w) - math.log(count)
 
 
 def iwae_dreg(
@@ -133,23 +134,25 @@ def iwae_dreg(
       True
     """
     check_call("iwae_dreg", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("iwae_dreg", num_particles)
+    with explained("iwae_dreg", model, guide, obs, model_args, guide_args):
+        count = check_count("iwae_dreg", num_particles)
 
-    def particle():
-        tr = simulate(guide, *guide_args)
-        choices = merge(tr.choices, obs)
-        # Frozen guide parameters: log q reaches phi only through the draw (no score term).
-        log_q, _ = density(guide, tr.choices, *frozen(guide_args))
-        log_p, _ = density(model, choices, *model_args)
-        # Every parameter frozen: the log weight as a function of z alone.
-        log_p_of_z, _ = density(model, choices, *frozen(model_args))
-        return log_p - log_q, log_p_of_z - log_q
+        def particle():
+            tr = simulate(guide, *guide_args)
+            choices = merge(tr.choices, obs)
+            # Frozen guide parameters: log q reaches phi only through the draw (no score term).
+            log_q, _ = density(guide, tr.choices, *frozen(guide_args))
+            log_p, _ = density(model, choices, *model_args)
+            # Every parameter frozen: the log weight as a function of z alone.
+            log_p_of_z, _ = density(model, choices, *frozen(model_args))
+            return log_p - log_q, log_p_of_z - log_q
 
-    log_w, log_w_of_z = particles(particle, count)
-    weights = jax.lax.stop_gradient(jax.nn.softmax(log_w))
-    # Value zero; its gradient turns the path coefficient w_k into w_k^2 for the guide only.
-    reweight = jnp.sum((weights**2 - weights) * (log_w_of_z - jax.lax.stop_gradient(log_w_of_z)))
-    return jax.nn.logsumexp(log_w) - math.log(count) + reweight
+        log_w, log_w_of_z = particles(particle, count)
+        weights = jax.lax.stop_gradient(jax.nn.softmax(log_w))
+        # Value zero; its gradient turns the path coefficient w_k into w_k^2 for the guide only.
+        frozen_z = jax.lax.stop_gradient(log_w_of_z)
+        reweight = jnp.sum((weights**2 - weights) * (log_w_of_z - frozen_z))
+        return jax.nn.logsumexp(log_w) - math.log(count) + reweight
 
 
 __all__ = ["iwae", "iwae_dreg"]

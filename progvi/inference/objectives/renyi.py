@@ -11,7 +11,7 @@ import jax
 from ...adev.particles import particles
 from ...gen import GenerativeFunction
 from ._weights import log_weight
-from .errors import ObjectiveError, check_call, check_count
+from .errors import ObjectiveError, check_call, check_count, explained
 
 
 def renyi(
@@ -69,15 +69,16 @@ def renyi(
       -2.33 -2.70 -3.39
     """
     check_call("renyi", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("renyi", num_particles)
-    if not isinstance(alpha, numbers.Real) or alpha == 1 or not math.isfinite(alpha):
-        raise ObjectiveError(
-            f"pv.renyi: alpha={alpha!r}, but it must be a finite Python number other than 1: "
-            "the bound divides by 1 - alpha. Its limit at alpha = 1 is the ELBO: use "
-            "pv.elbo(model, guide, obs, ...) there."
-        )
-    log_w, _ = particles(log_weight, count, model, guide, obs, model_args, guide_args)
-    return (jax.nn.logsumexp((1.0 - alpha) * log_w) - math.log(count)) / (1.0 - alpha)
+    with explained("renyi", model, guide, obs, model_args, guide_args):
+        count = check_count("renyi", num_particles)
+        if not isinstance(alpha, numbers.Real) or alpha == 1 or not math.isfinite(alpha):
+            raise ObjectiveError(
+                f"pv.renyi: alpha={alpha!r}, but it must be a finite Python number other than 1: "
+                "the bound divides by 1 - alpha. Its limit at alpha = 1 is the ELBO: use "
+                "pv.elbo(model, guide, obs, ...) there."
+            )
+        log_w, _ = particles(log_weight, count, model, guide, obs, model_args, guide_args)
+        return (jax.nn.logsumexp((1.0 - alpha) * log_w) - math.log(count)) / (1.0 - alpha)
 
 
 __all__ = ["renyi"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ...adev.particles import particles
 from ...gen import GenerativeFunction, density, merge, simulate
 from ._weights import frozen
-from .errors import check_call, check_count
+from .errors import check_call, check_count, explained
 
 
 def _wake(model, guide, obs, count, model_args, guide_args, score_guide=True):
@@ -92,9 +92,10 @@ def wake_p(
       0.0
     """
     check_call("wake_p", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("wake_p", num_particles)
-    log_w, _ = _wake(model, guide, obs, count, model_args, guide_args, score_guide=False)
-    return _bound(log_w, count)
+    with explained("wake_p", model, guide, obs, model_args, guide_args):
+        count = check_count("wake_p", num_particles)
+        log_w, _ = _wake(model, guide, obs, count, model_args, guide_args, score_guide=False)
+        return _bound(log_w, count)
 
 
 def wake_q(
@@ -147,9 +148,10 @@ def wake_q(
       1.0
     """
     check_call("wake_q", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("wake_q", num_particles)
-    log_w, log_q = _wake(model, guide, obs, count, frozen(model_args), guide_args)
-    return _wake_q_term(log_w, log_q)
+    with explained("wake_q", model, guide, obs, model_args, guide_args):
+        count = check_count("wake_q", num_particles)
+        log_w, log_q = _wake(model, guide, obs, count, frozen(model_args), guide_args)
+        return _wake_q_term(log_w, log_q)
 
 
 def rws(
@@ -208,12 +210,13 @@ def rws(
       0.6022
     """
     check_call("rws", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("rws", num_particles)
-    log_w, log_q = _wake(model, guide, obs, count, model_args, guide_args)
-    # Wake-q's weights are constants, so its term reaches the guide only; subtracting its value
-    # leaves the value wake-p's (the IWAE estimate) and adds wake-q's gradient.
-    wake_q_term = _wake_q_term(log_w, log_q)
-    return _bound(log_w, count) + wake_q_term - jax.lax.stop_gradient(wake_q_term)
+    with explained("rws", model, guide, obs, model_args, guide_args):
+        count = check_count("rws", num_particles)
+        log_w, log_q = _wake(model, guide, obs, count, model_args, guide_args)
+        # Wake-q's weights are constants, so its term reaches the guide only; subtracting its value
+        # leaves the value wake-p's (the IWAE estimate) and adds wake-q's gradient.
+        wake_q_term = _wake_q_term(log_w, log_q)
+        return _bound(log_w, count) + wake_q_term - jax.lax.stop_gradient(wake_q_term)
 
 
 __all__ = ["rws", "wake_p", "wake_q"]

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from ...adev.particles import particles
 from ...gen import GenerativeFunction, density
 from ._weights import log_weight
-from .errors import check_call, check_count
+from .errors import check_call, check_count, explained
 
 
 def vimco(
@@ -75,25 +75,26 @@ def vimco(
       1.85 0.25
     """
     check_call("vimco", obs, model_args=model_args, guide_args=guide_args)
-    count = check_count("vimco", num_particles, least=2)
+    with explained("vimco", model, guide, obs, model_args, guide_args):
+        count = check_count("vimco", num_particles, least=2)
 
-    def particle():
-        log_w, tr = log_weight(model, guide, obs, model_args, guide_args)
-        # The score of the draw, with the draw held fixed: its expectation is zero.
-        log_q, _ = density(guide, jax.lax.stop_gradient(tr.choices), *guide_args)
-        return log_w, log_q
+        def particle():
+            log_w, tr = log_weight(model, guide, obs, model_args, guide_args)
+            # The score of the draw, with the draw held fixed: its expectation is zero.
+            log_q, _ = density(guide, jax.lax.stop_gradient(tr.choices), *guide_args)
+            return log_w, log_q
 
-    log_w, log_q = particles(particle, count)
-    others = (jnp.sum(log_w) - log_w) / (count - 1)
-    # Row k: the log weights with the k-th replaced by the mean of the others.
-    held_out = jnp.where(jnp.eye(count, dtype=bool), others[:, None], log_w[None, :])
-    baselines = jax.nn.logsumexp(held_out, axis=1) - math.log(count)
-    # REINFORCE adds (value) * sum_k grad log q(z_k) with value = the bound. This term is zero,
-    # and its gradient -sum_k L_{-k} grad log q(z_k) has mean zero (L_{-k} does not depend on
-    # z_k): together, each particle's score is weighted by its own L - L_{-k}.
-    score = log_q - jax.lax.stop_gradient(log_q)
-    baseline_term = jnp.sum(jax.lax.stop_gradient(baselines) * score)
-    return jax.nn.logsumexp(log_w) - math.log(count) - baseline_term
+        log_w, log_q = particles(particle, count)
+        others = (jnp.sum(log_w) - log_w) / (count - 1)
+        # Row k: the log weights with the k-th replaced by the mean of the others.
+        held_out = jnp.where(jnp.eye(count, dtype=bool), others[:, None], log_w[None, :])
+        baselines = jax.nn.logsumexp(held_out, axis=1) - math.log(count)
+        # REINFORCE adds (value) * sum_k grad log q(z_k) with value = the bound. This term is zero,
+        # and its gradient -sum_k L_{-k} grad log q(z_k) has mean zero (L_{-k} does not depend on
+        # z_k): together, each particle's score is weighted by its own L - L_{-k}.
+        score = log_q - jax.lax.stop_gradient(log_q)
+        baseline_term = jnp.sum(jax.lax.stop_gradient(baselines) * score)
+        return jax.nn.logsumexp(log_w) - math.log(count) - baseline_term
 
 
 __all__ = ["vimco"]
