@@ -146,4 +146,6 @@ class Enum(Strategy):
 
 
 enum = Enum()
+"""Exact enumeration of a finite support, one value after another."""
 enum_parallel = Enum(parallel=True)
+"""Exact enumeration of a finite support, all values at once under `jax.vmap`."""

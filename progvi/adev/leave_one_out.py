@@ -3,9 +3,10 @@
 Draw ``x_1..x_K`` independently and run the rest of the program on each. The estimate of the
 expectation is the mean of the K results ``f_k``; its gradient is
 
-.. math::
-   \\frac{1}{K} \\sum_k \\Big[ f'_k + \\big(f_k - \\tfrac{1}{K-1} \\sum_{j \\ne k} f_j\\big)
-   \\nabla \\log p(x_k) \\Big],
+$$
+    \\frac{1}{K} \\sum_k \\Big[ f'_k + \\big(f_k - \\tfrac{1}{K-1} \\sum_{j \\ne k} f_j\\big)
+    \\nabla \\log p(x_k) \\Big],
+$$
 
 unbiased because each baseline is independent of the draw it multiplies.
 
@@ -51,3 +52,5 @@ class LeaveOneOut(Strategy):
 
 
 leave_one_out = LeaveOneOut()
+"""REINFORCE over `num_samples` draws with leave-one-out baselines (4 by default); call it for
+another number: ``pv.leave_one_out(num_samples=8)``."""

@@ -104,3 +104,4 @@ class MVD(Strategy):
 
 
 mvd = MVD()
+"""The measure-valued derivative strategy with its default settings; see `MVD`."""

@@ -17,6 +17,9 @@ terminal continuation, and passes the summed dual number to the rest of the prog
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
@@ -46,7 +49,7 @@ plate_p.def_abstract_eval(_abstract_eval)
 plate_p.def_impl(_impl)
 
 
-def plate(fn, *args, in_axes=0):
+def plate(fn: Callable, *args: Any, in_axes: int | tuple | None = 0) -> jax.Array:
     """Inside an expectation program: ``Σ_i fn(*args_i)``, each term its own expectation.
 
     Args:

@@ -33,3 +33,5 @@ class Reinforce(Strategy):
 
 
 reinforce = Reinforce()
+"""The score-function strategy, the default for distributions without ``has_rsample``; call it
+for a baseline: ``pv.reinforce(baseline=b)``."""

@@ -34,3 +34,5 @@ class Reparam(Strategy):
 
 
 reparam = Reparam()
+"""The pathwise strategy, the default for distributions with ``has_rsample``:
+``pv.sample("z", d, strategy=pv.reparam)``."""

@@ -102,7 +102,7 @@ def _check(gen_fn, entry: str) -> None:
         )
 
 
-def simulate(gen_fn: GenerativeFunction, *args) -> Trace:
+def simulate(gen_fn: GenerativeFunction, *args: Any) -> Trace:
     """Inside an expectation program, draws the choices of `gen_fn` through the strategies.
 
     Each choice is a `pv.sample` site at its slash-joined address (``"z"``, ``"enc/z"``), so

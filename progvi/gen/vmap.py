@@ -139,7 +139,7 @@ class Vmap(GenerativeFunction):
         return f"<pv.vmap {self.gen_fn.name} in_axes={self.in_axes!r}>"
 
 
-def vmap(gen_fn: GenerativeFunction, in_axes=0) -> Vmap:
+def vmap(gen_fn: GenerativeFunction, in_axes: int | tuple | None = 0) -> Vmap:
     """A plate: independent runs of `gen_fn`, one per entry along `in_axes` of its arguments.
 
     Choices are batched along axis 0; the score sums the per-datapoint scores. Inside an

@@ -6,11 +6,12 @@ choices ``z`` and auxiliary choices ``u``. Its density is estimated with a propo
 
 * ``pv.simulate`` draws ``(z, u_1) ~ q`` and ``u_2..u_K ~ r(· | z)`` and scores ``z`` with
 
-  .. math::
-     \\log \\hat q(z) = \\log \\frac{1}{K} \\sum_{k=1}^K \\frac{q(z, u_k)}{r(u_k \\mid z)},
+  $$
+      \\log \\hat q(z) = \\log \\frac{1}{K} \\sum_{k=1}^K \\frac{q(z, u_k)}{r(u_k \\mid z)},
+  $$
 
-  whose reciprocal is unbiased, ``E[1 / \\hat q(z)] = 1 / q(z)``, so ``E[\\log \\hat q(z)]
-  \\ge \\log q(z)`` and an ELBO with this score is a lower bound. K = 1 is HVI (Ranganath et al.
+  whose reciprocal is unbiased, $E[1 / \\hat q(z)] = 1 / q(z)$, so $E[\\log \\hat q(z)]
+  \\ge \\log q(z)$ and an ELBO with this score is a lower bound. K = 1 is HVI (Ranganath et al.
   2016, with a reverse model as in Agakov & Barber 2004), K = M + 1 is IWHVI(M) (Sobolev & Vetrov
   2019); IWAE over such a family is DIWHVI.
 * ``pv.density`` of given ``z`` draws ``u_1..u_K ~ r(· | z)``: the same formula is then an

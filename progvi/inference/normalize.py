@@ -5,13 +5,14 @@ with fixed observations) and a proposal ``q(z)``, the family draws ``z_1..z_K ~ 
 by ``w_k = p̃(z_k) / q(z_k)`` and returns ``z_j`` with ``j ~ Categorical(w)``. Its density is
 estimated by
 
-.. math::
-   \\hat p(z_j) = \\frac{\\tilde p(z_j)}{\\frac{1}{K} \\sum_k w_k},
+$$
+    \\hat p(z_j) = \\frac{\\tilde p(z_j)}{\\frac{1}{K} \\sum_k w_k},
+$$
 
-* after ``pv.simulate``: from the K particles drawn, so ``E[1 / \\hat p(z) \\mid z] =
-  1 / q_{SIR}(z)`` (the reciprocal is unbiased, as an ELBO-style objective needs);
+* after ``pv.simulate``: from the K particles drawn, so $E[1 / \\hat p(z) \\mid z] =
+  1 / q_{SIR}(z)$ (the reciprocal is unbiased, as an ELBO-style objective needs);
 * by ``pv.density`` of a given ``z``: with ``z`` as one particle and K - 1 drawn from ``q``, an
-  unbiased estimate of ``q_{SIR}(z)``.
+  unbiased estimate of $q_{SIR}(z)$.
 
 As K grows the family approaches the normalized target, which is how forward-KL and wake-sleep
 objectives use it.

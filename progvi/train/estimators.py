@@ -41,13 +41,13 @@ def moving_average_baseline(decay: float = 0.9) -> Estimator:
     of its variance. The average is debiased as Adam's moments are, so the first steps are not
     pulled towards zero; before any update the baseline is 0.
 
-    .. math::
-
+    $$
         w_t = \beta w_{t-1} + (1 - \beta), \qquad
         b_t = b_{t-1} + \frac{1 - \beta}{w_t} (v_t - b_{t-1})
+    $$
 
     Args:
-      decay: the weight :math:`\beta` of the past, in [0, 1): 0.9 averages about the last 10
+      decay: the weight $\beta$ of the past, in [0, 1): 0.9 averages about the last 10
         steps.
 
     Returns:

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,11 @@ from .estimators import Estimator
 from .progress import Progress, describe
 from .sharding import check_batch_size, data_sharding
 from .step import TrainState, _leading_size, check_params, make_step
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh, NamedSharding
+
+    from ..adev.expectation import Expectation
 
 
 class FitResult(NamedTuple):
@@ -68,9 +73,9 @@ class _Spec(NamedTuple):
 
 
 def fit(
-    key,
-    objective,
-    params,
+    key: jax.Array,
+    objective: Expectation,
+    params: Any,
     optimizer: optax.GradientTransformation,
     *,
     direction: str,
@@ -88,7 +93,7 @@ def fit(
     resume: FitResult | str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
-    sharding=None,
+    sharding: Mesh | NamedSharding | None = None,
 ) -> FitResult:
     """Fits `params` by stochastic gradient ascent or descent on an expectation program.
 

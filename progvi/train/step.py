@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,11 @@ from ..adev.errors import ProgramError
 from ..adev.state import mean_over_axis0, metric_mean
 from .estimators import Estimator
 from .sharding import constrain, data_sharding
+
+if TYPE_CHECKING:
+    from jax.sharding import Mesh, NamedSharding
+
+    from ..adev.expectation import Expectation
 
 DIRECTIONS = {"maximize": -1.0, "minimize": 1.0}  # the sign that turns each into a loss for optax
 ARGUMENT = "estimator="  # where the state of make_step's `estimator=` argument is kept
@@ -36,13 +41,13 @@ class TrainStep(NamedTuple):
 
 
 def make_step(
-    objective,
+    objective: Expectation,
     optimizer: optax.GradientTransformation,
     *,
     direction: str,
     per_datapoint: bool = False,
     estimator: Estimator | None = None,
-    sharding=None,
+    sharding: Mesh | NamedSharding | None = None,
 ) -> TrainStep:
     """A pure, jittable training step for an expectation program, for users with their own loop.
 

@@ -17,11 +17,11 @@ def elbo(
 ) -> jax.Array:
     r"""One-draw estimate of the evidence lower bound, to call inside an expectation program.
 
-    .. math::
-
+    $$
         \mathcal{L} = \mathbb{E}_{z \sim q}\left[\log p(x, z) - \log q(z)\right]
         \le \log p(x),
         \qquad \hat{\mathcal{L}} = \log p(x, z) - \log q(z),\ z \sim q.
+    $$
 
     The gradient is ADEV's: the draw goes through each choice's strategy (reparameterization
     by default, REINFORCE for discrete choices, or what `pv.with_strategies` sets). With a
@@ -73,13 +73,13 @@ def elbo_stl(
 ) -> jax.Array:
     r"""The ELBO with the sticking-the-landing gradient: no score term for the guide.
 
-    .. math::
-
+    $$
         \hat{\mathcal{L}} = \log p(x, z) - \log q_{\bar\phi}(z),\quad z = z(\epsilon, \phi),
+    $$
 
-    where :math:`\bar\phi` is :math:`\phi` under `stop_gradient`. The reparameterized gradient
-    of the ELBO is :math:`\nabla_z [\log p - \log q] \, \partial_\phi z - \nabla_\phi \log
-    q(z)`; the last term has expectation zero, and dropping it leaves an unbiased estimator
+    where $\bar\phi$ is $\phi$ under `stop_gradient`. The reparameterized gradient
+    of the ELBO is $\nabla_z [\log p - \log q] \, \partial_\phi z - \nabla_\phi \log
+    q(z)$; the last term has expectation zero, and dropping it leaves an unbiased estimator
     whose variance vanishes when q is the exact posterior (then ``log p(x, z) - log q(z)`` is
     ``log p(x)`` for every z). The value is the ordinary ELBO estimate.
 

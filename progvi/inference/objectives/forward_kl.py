@@ -21,18 +21,18 @@ def forward_kl(
 
     The posterior is approximated by the family ``pv.normalize(model, proposal, K)``:
     draw ``z_1..z_K`` from the proposal (by default the guide itself, held fixed), weigh them
-    by :math:`w_k = p(x, z_k) / r(z_k)` and resample one, ``z``. The estimate is
+    by $w_k = p(x, z_k) / r(z_k)$ and resample one, ``z``. The estimate is
 
-    .. math::
-
+    $$
         \log \hat p(z) - \log q_\phi(z), \qquad
         \log \hat p(z) = \log p(x, z) - \log \frac{1}{K} \sum_k w_k,
+    $$
 
-    whose expectation is at least :math:`\mathrm{KL}(q_{\mathrm{SIR}} \,\|\, q_\phi)` (the
-    reciprocal of :math:`\hat p` is unbiased for :math:`1 / q_{\mathrm{SIR}}`) and tends to
-    :math:`\mathrm{KL}(p(z \mid x) \,\|\, q_\phi)` as K grows. Everything but
-    :math:`\log q_\phi(z)` is held fixed, so the gradient is
-    :math:`-\nabla_\phi \log q_\phi(z)`: the resampled form of `pv.wake_q`, whose gradient is
+    whose expectation is at least $\mathrm{KL}(q_{\mathrm{SIR}} \,\|\, q_\phi)$ (the
+    reciprocal of $\hat p$ is unbiased for $1 / q_{\mathrm{SIR}}$) and tends to
+    $\mathrm{KL}(p(z \mid x) \,\|\, q_\phi)$ as K grows. Everything but
+    $\log q_\phi(z)$ is held fixed, so the gradient is
+    $-\nabla_\phi \log q_\phi(z)$: the resampled form of `pv.wake_q`, whose gradient is
     its expectation over the resampling. Minimize it, per datapoint; the model's parameters get
     no gradient.
 
@@ -48,7 +48,7 @@ def forward_kl(
 
     Returns:
       A scalar: one estimate of the forward KL (in expectation, an upper bound of
-      :math:`\mathrm{KL}(q_{\mathrm{SIR}} \,\|\, q_\phi)`).
+      $\mathrm{KL}(q_{\mathrm{SIR}} \,\|\, q_\phi)$).
 
     References:
       Rubin, "Using the SIR algorithm to simulate posterior distributions", Bayesian

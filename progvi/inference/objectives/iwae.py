@@ -20,15 +20,15 @@ def iwae(
 ) -> jax.Array:
     r"""K-draw estimate of the importance weighted bound, to call inside an expectation program.
 
-    .. math::
-
+    $$
         \mathcal{L}_K = \mathbb{E}_{z_{1:K} \sim q}\Big[\log \frac{1}{K} \sum_{k=1}^K
         \frac{p(x, z_k)}{q(z_k)}\Big], \qquad
         \mathcal{L}_1 = \mathrm{ELBO} \le \mathcal{L}_K \le \mathcal{L}_{K+1} \le \log p(x).
+    $$
 
     The estimator is the bracket at K independent draws (`pv.particles`), each through its
     choices' strategies: reparameterization gives the IWAE gradient
-    :math:`\sum_k \tilde w_k \nabla \log w_k` with normalized weights :math:`\tilde w_k`;
+    $\sum_k \tilde w_k \nabla \log w_k$ with normalized weights $\tilde w_k$;
     REINFORCE on discrete choices gives the score-function gradient (see `pv.vimco` for one
     with lower variance). With a marginal family as the guide (`pv.marginal`) each ``q(z_k)``
     is the family's unbiased estimate for its draw, and this is doubly importance weighted
@@ -43,7 +43,7 @@ def iwae(
       guide_args: the guide's arguments, a tuple.
 
     Returns:
-      A scalar: one unbiased estimate of :math:`\mathcal{L}_K`.
+      A scalar: one unbiased estimate of $\mathcal{L}_K$.
 
     References:
       Burda, Grosse & Salakhutdinov, "Importance Weighted Autoencoders", ICLR 2016.
@@ -81,20 +81,20 @@ def iwae_dreg(
     r"""The importance weighted bound with the doubly reparameterized gradient for the guide.
 
     The value is the `pv.iwae` estimate. The gradient is the IWAE gradient for the model's
-    parameters, :math:`\sum_k \tilde w_k \nabla_\theta \log p(x, z_k)`, and for the guide's
+    parameters, $\sum_k \tilde w_k \nabla_\theta \log p(x, z_k)$, and for the guide's
 
-    .. math::
-
+    $$
         \sum_{k=1}^K \tilde w_k^2 \, \frac{\partial \log w_k}{\partial z_k}
         \frac{\partial z_k}{\partial \phi},
         \qquad \tilde w_k = \frac{w_k}{\sum_j w_j},
+    $$
 
     which has the expectation of the IWAE gradient and, unlike it, a signal-to-noise ratio that
     does not decay as K grows. It is built from zero-valued terms: ``log q`` is evaluated with
     the guide's parameters frozen (only the path through z remains, with coefficient
-    :math:`\tilde w_k`), and :math:`\sum_k (\tilde w_k^2 - \tilde w_k)(\ell_k - \bar\ell_k)`
-    is added, where :math:`\ell_k` is the log weight with every parameter frozen (so it reaches
-    the guide only through z) and :math:`\bar\ell_k` its value.
+    $\tilde w_k$), and $\sum_k (\tilde w_k^2 - \tilde w_k)(\ell_k - \bar\ell_k)$
+    is added, where $\ell_k$ is the log weight with every parameter frozen (so it reaches
+    the guide only through z) and $\bar\ell_k$ its value.
 
     Use it with reparameterized guides whose density is exact.
 

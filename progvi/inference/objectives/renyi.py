@@ -20,18 +20,18 @@ def renyi(
 ) -> jax.Array:
     r"""K-draw estimate of the variational Renyi bound of order alpha.
 
-    .. math::
-
+    $$
         \mathcal{L}_\alpha = \frac{1}{1 - \alpha} \log \mathbb{E}_{z \sim q}\Big[
         \Big(\frac{p(x, z)}{q(z)}\Big)^{1 - \alpha}\Big],
         \qquad
         \hat{\mathcal{L}}_{\alpha, K} = \frac{1}{1 - \alpha}
         \log \frac{1}{K} \sum_{k=1}^K w_k^{1 - \alpha},\ z_k \sim q.
+    $$
 
-    :math:`\mathcal{L}_\alpha` decreases in alpha, equals ``log p(x)`` at alpha = 0 and tends
+    $\mathcal{L}_\alpha$ decreases in alpha, equals ``log p(x)`` at alpha = 0 and tends
     to the ELBO as alpha tends to 1; at alpha = 0 the estimator is `pv.iwae`'s. For alpha < 1
     the estimator's expectation does not decrease with K and tends to
-    :math:`\mathcal{L}_\alpha` (a lower bound of ``log p(x)`` for alpha >= 0, an upper bound for
+    $\mathcal{L}_\alpha$ (a lower bound of ``log p(x)`` for alpha >= 0, an upper bound for
     alpha < 0); for alpha > 1 it does not increase with K, from the ELBO at K = 1. Gradients
     come from the particles' strategies, as in `pv.iwae`.
 
@@ -45,7 +45,7 @@ def renyi(
       guide_args: the guide's arguments, a tuple.
 
     Returns:
-      A scalar: one draw of :math:`\hat{\mathcal{L}}_{\alpha, K}`, whose gradient is unbiased for
+      A scalar: one draw of $\hat{\mathcal{L}}_{\alpha, K}$, whose gradient is unbiased for
       the gradient of its expectation.
 
     References:

@@ -46,12 +46,12 @@ def wake_p(
 ) -> jax.Array:
     r"""Reweighted wake-sleep's wake phase for the model: the IWAE bound, guide held fixed.
 
-    .. math::
-
+    $$
         \hat{\mathcal{L}}_K = \log \frac{1}{K} \sum_{k=1}^K \frac{p_\theta(x, z_k)}{q(z_k)},
         \quad z_k \sim q, \qquad
         \nabla_\theta \hat{\mathcal{L}}_K = \sum_k \tilde w_k \nabla_\theta
         \log p_\theta(x, z_k).
+    $$
 
     The guide's arguments are frozen, so the draws carry no gradient: neither a path nor a
     REINFORCE score term reaches the guide, and the gradient (for the model's parameters only)
@@ -104,12 +104,12 @@ def wake_q(
 ) -> jax.Array:
     r"""Reweighted wake-sleep's wake phase for the guide: self-normalized forward KL.
 
-    .. math::
-
+    $$
         \hat{\mathcal{J}} = \sum_{k=1}^K \tilde w_k \log q_\phi(z_k),\quad
         z_k \sim q_\phi,\ \tilde w_k = \frac{w_k}{\sum_j w_j}, \qquad
         \nabla_\phi \hat{\mathcal{J}} \approx \mathbb{E}_{p(z \mid x)}[\nabla_\phi
         \log q_\phi(z)] = -\nabla_\phi \mathrm{KL}(p(z \mid x) \,\|\, q_\phi).
+    $$
 
     The draws and the weights are held fixed (stop_gradient), so only ``log q`` of each draw
     is differentiated. Self-normalized importance sampling makes the gradient biased for
@@ -125,7 +125,7 @@ def wake_q(
       guide_args: the guide's arguments, a tuple.
 
     Returns:
-      A scalar: the self-normalized estimate of :math:`\mathbb{E}_{p(z \mid x)}[\log q(z)]`.
+      A scalar: the self-normalized estimate of $\mathbb{E}_{p(z \mid x)}[\log q(z)]$.
 
     References:
       Bornschein & Bengio, "Reweighted Wake-Sleep", ICLR 2015.
@@ -164,11 +164,11 @@ def rws(
     the wake-q objective is added as a zero-valued term, so the gradient is wake-p's for the
     model's parameters and wake-q's for the guide's:
 
-    .. math::
-
+    $$
         \hat{\mathcal{L}}_K + \big(\hat{\mathcal{J}} - \bar{\hat{\mathcal{J}}}\big),\qquad
         \nabla_\theta = \sum_k \tilde w_k \nabla_\theta \log p_\theta(x, z_k),\quad
         \nabla_\phi = \sum_k \tilde w_k \nabla_\phi \log q_\phi(z_k).
+    $$
 
     Maximize it, per datapoint (``pv.fit(..., per_datapoint=True)``). Calling `pv.wake_p`
     and `pv.wake_q` in one program would sample the guide's addresses twice, which a program

@@ -20,23 +20,23 @@ def vimco(
 ) -> jax.Array:
     r"""The importance weighted bound with VIMCO's per-particle baselines.
 
-    The value is the `pv.iwae` estimate :math:`\hat L = \log \frac{1}{K} \sum_k w_k`. For a
+    The value is the `pv.iwae` estimate $\hat L = \log \frac{1}{K} \sum_k w_k$. For a
     guide whose choices are drawn with REINFORCE, the gradient is
 
-    .. math::
-
+    $$
         \sum_{k=1}^K \big(\hat L - \hat L_{-k}\big) \nabla_\phi \log q(z_k)
         + \sum_{k=1}^K \tilde w_k \nabla \log w_k,
         \qquad
         \hat L_{-k} = \log \frac{1}{K}\Big(\sum_{j \ne k} w_j
         + \exp\Big(\frac{1}{K - 1}\sum_{j \ne k} \log w_j\Big)\Big),
+    $$
 
-    where :math:`\hat L_{-k}` replaces particle k's log weight by the mean of the others'. It
-    is built by adding :math:`\sum_k \bar{(-\hat L_{-k})}\,(\log q(z_k) - \overline{\log
-    q(z_k)})` (bars: `stop_gradient`) to the value: the term is zero, its gradient
-    :math:`-\sum_k \hat L_{-k} \nabla \log q(z_k)` has expectation zero because
-    :math:`\hat L_{-k}` does not depend on :math:`z_k`, and REINFORCE contributes
-    :math:`\hat L \sum_k \nabla \log q(z_k)`. The REINFORCE terms multiply the program's whole
+    where $\hat L_{-k}$ replaces particle k's log weight by the mean of the others'. It
+    is built by adding $\sum_k \bar{(-\hat L_{-k})}\,(\log q(z_k) - \overline{\log
+    q(z_k)})$ (bars: `stop_gradient`) to the value: the term is zero, its gradient
+    $-\sum_k \hat L_{-k} \nabla \log q(z_k)$ has expectation zero because
+    $\hat L_{-k}$ does not depend on $z_k$, and REINFORCE contributes
+    $\hat L \sum_k \nabla \log q(z_k)$. The REINFORCE terms multiply the program's whole
     value, so return this estimate alone (or scaled) from the program for the full reduction.
 
     Args:
