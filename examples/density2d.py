@@ -531,6 +531,7 @@ def fit_density(args, density, rows, choices, optimizer, energy0, proposal_draws
     }
     fitted = {}
     for m, (name, method) in enumerate(rows.items()):
+        method.program.__name__ = f"{density}: {name}"  # what the progress bar of its fit shows
         params0 = method.init(k_noise, energy0, covering)
         result = pv.fit(jax.random.fold_in(k_fit, m), method.program, params0, optimizer,
                         direction="minimize", data=train, batch_size=args.batch_size,
@@ -568,6 +569,7 @@ def main(argv=None) -> dict:
     """Fits every method on every density, prints the tables, writes the PNGs."""
     args = parse_args(argv)
     require("sklearn")
+    require("matplotlib")
     start = time.perf_counter()
     choices = noises()
     rows = methods(choices, args.noise_draws, args.batch_size, args.gamma)

@@ -36,6 +36,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import importlib
 import pathlib
 import time
 from typing import NamedTuple
@@ -47,6 +48,18 @@ import numpyro.distributions as dist
 import optax
 
 import progvi as pv
+
+
+def require_extras(*modules: str) -> None:
+    """Stops with the install command when an optional dependency of the examples is missing."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise SystemExit(
+                f'examples/discrete.py needs {module}: pip install "progvi[examples]"'
+            ) from error
+
 
 # -- data -----------------------------------------------------------------------------------------
 
@@ -257,6 +270,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Trains every estimator, prints the table, writes the PNG; returns the numbers for tests."""
     args = parse_args(argv)
+    require_extras("sklearn", "matplotlib")
     data = load_digits(args.seed)
     if args.smoke:
         data = Dataset(data.train[:500], data.test[:200])
@@ -276,6 +290,7 @@ def main(argv=None) -> dict:
         def record(step, state, value, curve=curve):
             curve.append((step, float(exact_bounds(state.params, test)[0])))
 
+        est.program.__name__ = est.name  # what the progress bar of its fit shows
         start = time.perf_counter()
         result = pv.fit(
             jax.random.fold_in(fit_key, i), est.program, params, optimizer,

@@ -226,10 +226,11 @@ def objectives(gamma: float, batch_size: int):
     }
 
 
-def train(key, programs, optimizer, noise, levels, init, args, progress):
+def train(key, programs, optimizer, noise, levels, init, args, progress, label):
     """Each method fitted from the same initial network with the same optimizer and steps."""
     fits = {}
     for name, program in programs.items():
+        program.__name__ = f"{name} ({label})"  # what the progress bar of its fit shows
         params = {"energy": init}
         if name == "NCE":
             params["log_z"] = jnp.zeros(())  # the learned log-normalizer
@@ -483,6 +484,9 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Fits, evaluates and samples; prints the table, writes the PNGs, returns the numbers."""
     args = parse_args(argv)
+    for module, purpose in [("sklearn", "the digits"), ("blackjax", "MALA"),
+                            ("matplotlib", "the figures")]:
+        require(module, purpose)  # before any fit: a missing extra stops the run at once
     progress = not args.no_progress
     data = load_digits(args.seed)
     keys = dict(zip(["noise", "init", "fit", "test", "is", "ais", "ood", "mala", "unseen"],
@@ -495,12 +499,13 @@ def main(argv=None) -> dict:
     # --smoke: as many training images as the split has, so that its fits compile nothing.
     levels = data.train[: seen.sum()] if args.smoke else data.train
     noise = fit_noise(keys["noise"], levels)
-    fits = train(keys["fit"], programs, optimizer, noise, levels, init, args, progress)
+    fits = train(keys["fit"], programs, optimizer, noise, levels, init, args, progress,
+                 "digits 0-9")
 
     # The classes 8 and 9 left out: a noise and fits of the classes 0-7 alone.
     split_noise = fit_noise(jax.random.fold_in(keys["noise"], 1), data.train[seen])
     split_fits = train(jax.random.fold_in(keys["fit"], 1), programs, optimizer, split_noise,
-                       data.train[seen], init, args, progress)
+                       data.train[seen], init, args, progress, "digits 0-7")
     inliers = test[~np.isin(data.test_labels, OOD_CLASSES)]
     unseen = dequantize(keys["unseen"], jnp.asarray(np.concatenate(
         [data.train[~seen], data.test[np.isin(data.test_labels, OOD_CLASSES)]])))

@@ -446,6 +446,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Tunes and trains every method in every setting, prints the tables, writes the PNGs."""
     args = parse_args(argv)
+    pyplot()  # before any fit: without matplotlib, stop at once with the install command
     start = time.perf_counter()
     dims = args.dims
     settings = [Setting(d, n) for d in dims for n in args.norms]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gzip
+import importlib
 import pathlib
 import struct
 from typing import NamedTuple
@@ -42,6 +43,17 @@ import optax
 import progvi as pv
 
 EVAL_K = 50  # draws of the held-out IWAE bound, a tighter estimate of log p(x)
+
+
+def require_extras(*modules: str) -> None:
+    """Stops with the install command when an optional dependency of the examples is missing."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise SystemExit(
+                f'examples/vae.py needs {module}: pip install "progvi[examples]"'
+            ) from error
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -266,6 +278,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Trains, prints the table, writes the PNG; returns the numbers for tests."""
     args = parse_args(argv)
+    require_extras("matplotlib", *([] if args.mnist else ["sklearn"]))
     dataset = load_mnist(args.mnist) if args.mnist else load_digits(args.seed)
     if args.smoke:
         dataset = dataset._replace(train=dataset.train[:600], test=dataset.test[:200])
