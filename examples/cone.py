@@ -1,12 +1,13 @@
 """The noisy cone: hierarchical variational families against Gaussian ones.
 
-Model: x, y ~ N(0, 10); r = sqrt(x² + y²); z ~ N(x² + y², 0.1 + r / 100); observed z = 5. The
-posterior is a thin ring of radius √5, which a Gaussian guide cannot follow. A hierarchical family
-can: an angle u ~ U(0, 1), θ = 2πu, then x ~ N(ρ cos θ, σ₁), y ~ N(ρ sin θ, σ₂). Its density
-needs the auxiliary angle integrated out, which `pv.marginal` estimates with a reverse model
-r(u | x, y) = Beta around the point's own angle.
+Model (the PLDI 2024 artifact's, exactly): x, y ~ N(0, 10); z ~ N(x² + y², 0.1 + (x² + y²) / 100);
+observed z = 5. The posterior is a thin ring of radius √5, which a Gaussian guide cannot follow.
+A hierarchical family can: an angle u ~ U(0, 1), θ = 2πu, then x ~ N(ρ cos θ, σ₁),
+y ~ N(ρ sin θ, σ₂). Its density needs the auxiliary angle integrated out, which `pv.marginal`
+estimates with a reverse model r(u | x, y) = Beta around the point's own angle.
 
-Each objective is fitted with `pv.fit` and then estimated on fresh samples:
+Each objective is fitted with `pv.fit`, each step on the mean of `--batch` independent estimates
+(16), and then estimated on fresh samples:
 
 ==========  ========================================================
 ELBO        `pv.elbo` with the Gaussian guide
@@ -16,10 +17,22 @@ IWHVI(5)    `pv.elbo` with the marginal family, M = 5 proposal particles
 DIWHVI      `pv.iwae` (K = 5) with the marginal family (M = 5)
 ==========  ========================================================
 
-All are lower bounds of log p(z = 5), computed here by quadrature. The script prints a table and
-writes a PNG of samples from each fitted family to `--out`.
+All are lower bounds of log p(z = 5), computed here by quadrature. The script prints a table, with
+the paper's Table 4 (its genjax.vi row) beside it, and writes a PNG of samples from each fitted
+family to `--out`. The Gaussian rows are the artifact's family; its hierarchical family differs from
+ours (it fixes the ring's radius at √z and draws the auxiliary angle from its prior, where ours
+learns the radius and a reverse model), so the HVI rows are comparable only in their order.
 
-    python examples/cone.py            # about two minutes on 2 CPU cores
+Why a batch of estimates per step: the diagonal Gaussian fits the ring best sitting on an axis,
+thin along the radius (ELBO -8.07 by quadrature). With one estimate per step the noisy gradient
+lets its mean drift along the ring to a diagonal, where no axis-aligned Gaussian is thin along the
+radius, and the decaying learning rate leaves it there. So fitted (3000 steps) the ELBO stopped at
+-10.3, and, with the scale 0.1 + r / 100 this example once used, IWAE(5) at -10.7, below that
+run's ELBO fit (-9.0), although the best IWAE(5) is at least the best ELBO (IWAE(5) ≥ ELBO for
+every guide). Averaging 16 estimates per step (the artifact averages 64 for its ELBO) makes the
+fits reach the family's optimum.
+
+    python examples/cone.py            # a few minutes on 2 CPU cores
     python examples/cone.py --smoke    # seconds: the test's size
 
 References:
@@ -45,14 +58,18 @@ import progvi as pv
 OBS = {"z": 5.0}
 M = 5  # proposal particles of IWHVI and DIWHVI
 K = 5  # importance samples of IWAE and DIWHVI
+STEPS, LR, BATCH = 1000, 0.05, 16  # the fits' defaults: steps, Adam's learning rate, batch
+# Table 4 of Becker et al. (PLDI 2024), the genjax.vi row: each objective after fitting.
+PUBLISHED = {"ELBO": -8.08, f"IWAE({K})": -7.79, "HVI": -9.75, f"IWHVI({M})": -8.18,
+             f"DIWHVI({K},{M})": -7.33}
 
 
 @pv.gen
 def cone():
     x = pv.sample("x", dist.Normal(0.0, 10.0))
     y = pv.sample("y", dist.Normal(0.0, 10.0))
-    r = jnp.sqrt(x**2 + y**2)
-    pv.sample("z", dist.Normal(x**2 + y**2, 0.1 + r / 100.0))
+    r2 = x**2 + y**2
+    pv.sample("z", dist.Normal(r2, 0.1 + r2 / 100.0))
 
 
 @pv.gen
@@ -101,9 +118,30 @@ def log_evidence() -> float:
     """log p(z = 5) by quadrature in polar coordinates (the prior is isotropic)."""
     r = np.linspace(1e-6, 4.0, 400_001)
     prior = r * np.exp(-(r**2) / 200.0) / 100.0  # 2π r N(x; 0, 10) N(y; 0, 10)
-    scale = 0.1 + r / 100.0
+    scale = 0.1 + r**2 / 100.0
     likelihood = np.exp(-0.5 * ((5.0 - r**2) / scale) ** 2) / (scale * math.sqrt(2 * math.pi))
     return float(np.log(np.trapezoid(prior * likelihood, r)))
+
+
+def batched(objective, name: str, batch: int):
+    """The expectation program of the mean of `batch` independent estimates of `objective`.
+
+    It is named after its row, which is what `pv.fit`'s progress bar shows.
+    """
+
+    def program(phi):
+        return jnp.mean(pv.particles(objective, batch, phi))
+
+    program.__name__ = program.__qualname__ = name
+    return pv.expectation(program)
+
+
+def fit(name, objective, phi0, key, *, steps=STEPS, lr=LR, batch=BATCH, progress=False):
+    """Fits one row's objective as `main` does; returns the fitted params."""
+    optimizer = optax.adam(optax.cosine_decay_schedule(lr, steps))
+    result = pv.fit(key, batched(objective, name, batch), phi0, optimizer, direction="maximize",
+                    num_steps=steps, progress=progress)
+    return result.params
 
 
 def estimate(objective, phi, key, num_samples):
@@ -120,26 +158,30 @@ def plot(samples, evidence, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4), sharey=True)
+    fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.6), sharey=True,
+                             layout="constrained")
     t = np.linspace(0, 2 * np.pi, 200)
     for ax, (name, (xs, ys)) in zip(axes, samples.items(), strict=True):
         ax.plot(np.sqrt(5) * np.cos(t), np.sqrt(5) * np.sin(t), "k--", lw=0.8)
         ax.scatter(xs, ys, s=2, alpha=0.4)
         ax.set_title(name)
+        ax.set_xlabel("x")
         ax.set_xlim(-3.5, 3.5)
         ax.set_ylim(-3.5, 3.5)
         ax.set_aspect("equal")
+    axes[0].set_ylabel("y")
     fig.suptitle(f"samples of each fitted family; dashed: the posterior ring (log p(z) = "
                  f"{evidence:.3f})")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="independent estimates averaged in each step's gradient")
     parser.add_argument("--eval-samples", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("examples/out"))
@@ -147,31 +189,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.steps, args.eval_samples = 40, 200
+        args.steps, args.eval_samples, args.batch = 40, 200, 4
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise SystemExit('examples/cone.py draws with matplotlib: pip install "progvi[examples]"') \
+            from error
 
     key = jax.random.key(args.seed)
     evidence = log_evidence()
     rows, samples = {}, {}
     for i, (name, (objective, phi0, family)) in enumerate(objectives().items()):
         k_fit, k_eval, k_draw = jax.random.split(jax.random.fold_in(key, i), 3)
-        program = pv.expectation(objective)
-        optimizer = optax.adam(optax.cosine_decay_schedule(args.lr, args.steps))
-        result = pv.fit(k_fit, program, phi0, optimizer, direction="maximize",
-                        num_steps=args.steps, progress=not args.no_progress)
+        params = fit(name, objective, phi0, k_fit, steps=args.steps, lr=args.lr,
+                     batch=args.batch, progress=not args.no_progress)
         before = estimate(objective, phi0, k_eval, args.eval_samples)
-        after = estimate(objective, result.params, k_eval, args.eval_samples)
+        after = estimate(objective, params, k_eval, args.eval_samples)
         rows[name] = {"before": before, "after": after}
-        draws = jax.vmap(lambda k, p=result.params, f=family: f.simulate(k, p).choices)(
+        draws = jax.vmap(lambda k, p=params, f=family: f.simulate(k, p).choices)(
             jax.random.split(k_draw, 1000)
         )
         samples[name] = (np.asarray(draws["x"]), np.asarray(draws["y"]))
 
     print(f"\nlog p(z = 5) by quadrature: {evidence:.4f}")
-    print(f"{'objective':<14} {'initial':>18} {'fitted':>18}   (mean ± s.e., "
-          f"{args.eval_samples} samples)")
+    print(f"{'objective':<14} {'initial':>18} {'fitted':>18} {'Table 4':>9}   (mean ± s.e., "
+          f"{args.eval_samples} samples; Table 4: the paper's genjax.vi row)")
     for name, row in rows.items():
         (b, b_se), (a, a_se) = row["before"], row["after"]
-        print(f"{name:<14} {b:>10.3f} ± {b_se:<5.3f} {a:>10.3f} ± {a_se:<5.3f}")
+        published = f"{PUBLISHED[name]:>9.2f}" if name in PUBLISHED else f"{'-':>9}"
+        print(f"{name:<14} {b:>10.3f} ± {b_se:<5.3f} {a:>10.3f} ± {a_se:<5.3f} {published}")
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "cone.png"
     plot(samples, evidence, png)
