@@ -318,8 +318,13 @@ def numpyro_scan_loss(params, xs):
     return TraceEnum_ELBO(max_plate_nesting=0).loss(jax.random.key(0), {}, model, lambda: None)
 
 
-def test_numpyro_markov_loop_agrees():
-    params, xs = random_params(5), random_data(5, 5)
+def test_numpyro_markov_loop_agrees_and_its_scan_does_not():
+    params, xs = random_params(1), random_data(1, 3)
     exact = brute_force(params, xs)
-    close(-numpyro_markov_loss(params, xs), exact, rtol=1e-5)
     close(chain_value(params, xs), exact, rtol=1e-5)
+    close(-numpyro_markov_loss(params, xs), exact, rtol=1e-5)
+    # A documented discrepancy, not a reference: NumPyro 0.22's TraceEnum_ELBO with
+    # contrib.control_flow.scan gives -12.23 here where brute force gives -9.47 (on seed 5,
+    # T = 5: -29.19 against -17.92). If this assertion fails, NumPyro's scan now agrees: compare
+    # it with brute force like the markov loop above.
+    assert abs(-numpyro_scan_loss(params, xs) - exact) > 1.0
