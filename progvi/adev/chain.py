@@ -242,7 +242,7 @@ def enum_chain(step: Callable, init, xs=None, *, length: int | None = None):
       ...     return jnp.sum(jnp.log(trans[prev, z]) + dist.Normal(locs[z], 1.0).log_prob(xs))
       >>> exact = jax.scipy.special.logsumexp(jax.vmap(log_joint, 1)(paths))
       >>> print(f"{log_px:.4f} {exact:.4f}")
-      -4.2665 -4.2665
+      -5.0136 -5.0136
       >>> g = jax.grad(lambda l: pv.enum_chain(step, 2, xs + l))(0.0)  # exact gradient
     """
     where = f"pv.enum_chain({getattr(step, '__name__', 'step')})"
