@@ -148,15 +148,15 @@ def check_markov(where: str, address: str, transition: Transition, carry, x, val
     The dependence is read from the jaxpr of ``transition(carry, x, value)``: the state's value
     is an input of its own there, so any path from the carry to the new carry bypasses it.
     """
-    closed = jax.make_jaxpr(lambda c, x, v: transition(c, x, v)[1])(carry, x, value)
+    closed, shape = jax.make_jaxpr(lambda c, x, v: transition(c, x, v)[1], return_shape=True)(
+        carry, x, value)
     jaxpr = closed.jaxpr
     n_carry = len(jax.tree.leaves(carry))
     reached = set(jaxpr.invars[:n_carry])
     for eqn in jaxpr.eqns:
         if any(not isinstance(v, Literal) and v in reached for v in eqn.invars):
             reached.update(eqn.outvars)
-    leaves = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-        jax.eval_shape(lambda: transition(carry, x, value)[1]))[0]]
+    leaves = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(shape)[0]]
     bad = [leaf or "(the carry)" for leaf, v in zip(leaves, jaxpr.outvars, strict=True)
            if not isinstance(v, Literal) and v in reached]
     if bad:
