@@ -19,7 +19,7 @@ form's value and gradient agree with `by_hand` (max error relative to their scal
 float32 meets at 10,000 steps; the values are summed over all steps).
 
 Usage: python benchmarks/chain_enum.py [--lengths 10,100,1000,10000]
-       [--exponential-lengths 2,4,6,8,10,12] [--reps 5] [--budget 30] [--out FILE]
+       [--exponential-lengths 2,4,6,8,10,12,14] [--reps 5] [--budget 30] [--out FILE]
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def render(rows, reps, budget):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="10,100,1000,10000")
-    parser.add_argument("--exponential-lengths", default="2,4,6,8,10,12")
+    parser.add_argument("--exponential-lengths", default="2,4,6,8,10,12,14")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--budget", type=float, default=30.0)
     parser.add_argument("--out", default=None)

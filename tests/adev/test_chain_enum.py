@@ -328,3 +328,20 @@ def test_numpyro_markov_loop_agrees_and_its_scan_does_not():
     # T = 5: -29.19 against -17.92). If this assertion fails, NumPyro's scan now agrees: compare
     # it with brute force like the markov loop above.
     assert abs(-numpyro_scan_loss(params, xs) - exact) > 1.0
+
+
+def test_a_batch_of_sequences_through_pv_vmap():
+    # Independent sequences (a pv.vmap of the chain): the log marginal is the sum of theirs.
+    params = random_params(9)
+    batch = jnp.stack([random_data(s, 3) for s in range(4)])
+
+    def total(params, batch):
+        inputs = jax.tree.map(lambda x: jnp.broadcast_to(x, (4, *x.shape)), scan_inputs(params, 3))
+        sequences = pv.vmap(pv.scan(hmm_step), in_axes=(None, 0))
+        return sequences.assess({"x": batch}, START, inputs)[0]
+
+    (value, grad), (exact, exact_grad) = value_and_grads(
+        [total, lambda p, b: sum(brute_force(p, x) for x in b)], params, batch)
+    assert value.shape == ()
+    close(value, exact)
+    close(grad, exact_grad)
