@@ -203,7 +203,8 @@ def forward(where: str, transition: Transition, probe, init, xs, length: int):
     return logsumexp(alpha)
 
 
-def enum_chain(step: Callable, init, xs=None, *, length: int | None = None):
+def enum_chain(step: Callable, init: Any, xs: Any = None, *,
+               length: int | None = None) -> jax.Array:
     """The log marginal of a Markov chain whose discrete states are summed out exactly.
 
     ``step(carry, x) -> (carry, log_weight)`` samples one discrete state with `pv.sample`

@@ -10,7 +10,9 @@ enumerates it, and adds the observed sites' log densities to the step's log weig
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 from numpyro.primitives import Messenger
 
@@ -45,7 +47,8 @@ class _Step(Messenger):
             )
 
 
-def numpyro_chain(transition: Callable, init, xs=None, *, length: int | None = None):
+def numpyro_chain(transition: Callable, init: Any, xs: Any = None, *,
+                  length: int | None = None) -> jax.Array:
     """The log marginal likelihood of a NumPyro ``scan`` body, its discrete state summed out.
 
     The body is the ``transition(carry, x) -> (carry, y)`` one would pass to
