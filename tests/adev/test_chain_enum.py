@@ -367,3 +367,38 @@ def test_numpyro_chain_refuses_params_in_the_body():
 
     with pytest.raises(pv.interop.ModelError, match=r"numpyro.param \('w'\).*by closure"):
         pv.interop.numpyro_chain(transition, 0, length=3)
+
+
+def test_a_scan_chain_that_is_not_markov_is_refused():
+    @pv.gen
+    def counting_step(carry, _):
+        z, count = carry
+        z = pv.sample("z", dist.Bernoulli(0.5), pv.enum_parallel)
+        pv.sample("x", dist.Normal(z, 1.0))
+        return (z, count + 1), None
+
+    with pytest.raises(pv.ProgramError, match=r"scan\(counting_step\).*new carry \['\[1\]'\]"):
+        pv.scan(counting_step, length=3).assess({"x": jnp.zeros(3)}, (0.0, 0))
+
+
+def test_a_scan_chain_with_a_given_continuous_latent_conditions_on_it():
+    # A continuous latent per step whose distribution depends on the state is given (as a
+    # guide would give it): the chain sums the state out of p(w, x), exactly.
+    @pv.gen
+    def step(z, _):
+        z = pv.sample("z", dist.Bernoulli(jnp.where(z == 1, 0.8, 0.3)), pv.enum_parallel)
+        w = pv.sample("w", dist.Normal(2.0 * z, 1.0))
+        pv.sample("x", dist.Normal(w, 0.5))
+        return z, None
+
+    ws, xs = jnp.array([0.3, 1.9, 2.2]), jnp.array([0.1, 2.0, 1.5])
+    value = pv.scan(step, length=3).assess({"w": ws, "x": xs}, 0)[0]
+    terms = []
+    for path in itertools.product([0, 1], repeat=3):
+        prev, logp = 0, 0.0
+        for z, w, x in zip(path, ws, xs, strict=True):
+            logp += (dist.Bernoulli(0.8 if prev else 0.3).log_prob(z)
+                     + dist.Normal(2.0 * z, 1.0).log_prob(w) + dist.Normal(w, 0.5).log_prob(x))
+            prev = z
+        terms.append(logp)
+    close(value, logsumexp(jnp.array(terms)))
