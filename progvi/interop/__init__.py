@@ -3,5 +3,6 @@
 from .numpyro import ModelError as ModelError
 from .numpyro import NumPyroModel as NumPyroModel
 from .numpyro import numpyro as numpyro
+from .numpyro_chain import numpyro_chain as numpyro_chain
 
-__all__ = ["ModelError", "NumPyroModel", "numpyro"]
+__all__ = ["ModelError", "NumPyroModel", "numpyro", "numpyro_chain"]
