@@ -1,0 +1,294 @@
+"""genjax generative functions as progvi generative functions.
+
+A genjax 1.0.14 ``@genjax.gen`` function is a Python function whose addressed calls
+(``genjax.normal(m, 1.0) @ "z"``) are answered by the handler on top of genjax's handler stack;
+nothing is traced to a jaxpr until a transformation asks. `genjax` wraps one in a `pv.gen`
+function whose body runs the genjax body under a handler that turns each addressed call into a
+``pv.sample`` at the same address: a genjax distribution becomes the numpyro distribution with the
+same density (and its ADEV estimator, if it names one, the site's strategy), a nested genjax
+function becomes a nested call. So simulate / assess / generate, and inside expectation programs
+every draw, go through progvi's own handlers and strategies, and `pv.with_strategies` reaches
+every choice.
+
+Choice maps have the same shape in both libraries (nested dicts keyed by address); the
+differences are the values of ``genjax.flip`` (booleans in genjax, integers 0/1 in progvi, as
+numpyro's Bernoulli draws them) and the sign of a trace's score (genjax stores
+``-log p``, progvi ``log p``). `choices_from_genjax` and `choices_to_genjax` convert.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ..adev.handlers import sample
+from ..gen.choices import extra
+from ..gen.function import GenFunction
+from ..gen.generative_function import GenerativeFunction
+from ..gen.trace import Trace
+from ._genjax_distributions import GenJAXError, convert
+
+
+def _genjax():
+    try:
+        import genjax
+    except ImportError as err:
+        raise ImportError(
+            "pv.interop.genjax needs genjax, which is not installed. Install it with "
+            'pip install "progvi[genjax]" (genjax 1.0.14, Python 3.12).'
+        ) from err
+    return genjax
+
+
+def _unsupported(construct: str, where: str, fix: str) -> GenJAXError:
+    return GenJAXError(f"{where} is a genjax {construct}, which progvi cannot reinterpret: "
+                       f"{fix}")
+
+
+def _combinator_fix(gen_fn) -> str:
+    kind = type(gen_fn).__name__
+    fixes = {
+        "Vmap": "write the plate as pv.vmap(pv.interop.genjax(body), in_axes=...) (or a "
+        "vectorized distribution in the body).",
+        "Scan": "write the loop as pv.scan(pv.interop.genjax(step), length=...).",
+        "Cond": "sample in both branches and select the value with jnp.where.",
+    }
+    return fixes.get(kind, "progvi reinterprets @genjax.gen functions and genjax's built-in "
+                     "distributions only.")
+
+
+class _Forward:
+    """Answers the addressed calls of one run of a genjax body with `pv.sample` at the address.
+
+    Installed on genjax's handler stack for the run (genjax keeps one stack per process and reads
+    its top); the `pv.sample` calls go to the progvi handler of the enclosing `pv.gen` run.
+    """
+
+    def __init__(self, gen_name: str):
+        self.gen_name = gen_name
+
+    def __call__(self, address, gen_fn, args, kwargs=None):
+        genjax = _genjax()
+        kwargs = kwargs or {}
+        where = f"the call at {address!r} in {self.gen_name}"
+        if isinstance(gen_fn, genjax.Distribution):
+            converted = convert(gen_fn, tuple(args), kwargs, where)
+            value = sample(address, converted.dist, strategy=converted.strategy)
+            return converted.to_genjax(value)
+        if isinstance(gen_fn, genjax.Fn):
+            if kwargs:
+                raise GenJAXError(
+                    f"{where} passes keyword arguments {sorted(kwargs)} to the genjax function "
+                    f"{_name(gen_fn)}; progvi's generative functions take positional arguments. "
+                    "Pass them by position."
+                )
+            return sample(address, GenJAXFunction(gen_fn)(*args))
+        raise _unsupported(type(gen_fn).__name__, where, _combinator_fix(gen_fn))
+
+
+def _name(gen_fn) -> str:
+    return getattr(gen_fn, "__name__", None) or type(gen_fn).__name__
+
+
+class GenJAXFunction(GenerativeFunction):
+    """A ``@genjax.gen`` function as a progvi generative function; create one with
+    `pv.interop.genjax`.
+
+    Its choices are the genjax function's addressed calls, in a nested dict keyed by address,
+    exactly as in a `pv.gen` function; its score is ``log p`` of the choices.
+    """
+
+    def __init__(self, gen_fn):
+        genjax = _genjax()
+        if not isinstance(gen_fn, genjax.Fn):
+            if isinstance(gen_fn, genjax.GFI):
+                fix = (_combinator_fix(gen_fn) if not isinstance(gen_fn, genjax.Distribution)
+                       else "sample it inside a @genjax.gen function, or use the numpyro "
+                       "distribution with pv.sample.")
+                raise _unsupported(type(gen_fn).__name__, f"pv.interop.genjax({_name(gen_fn)})",
+                                   fix)
+            raise TypeError(f"pv.interop.genjax needs a @genjax.gen function, got "
+                            f"{type(gen_fn).__name__}.")
+        self.gen_fn = gen_fn
+        source = gen_fn.source.value
+        name = _name(gen_fn)
+
+        @functools.wraps(source)  # the signature, for progvi's arity check
+        def body(*args):
+            stack = genjax.core.handler_stack
+            stack.append(_Forward(name))
+            try:
+                return source(*args)
+            finally:
+                stack.pop()
+
+        self.body = GenFunction(body)
+
+    @property
+    def name(self) -> str:
+        return _name(self.gen_fn)
+
+    def simulate(self, key, *args) -> Trace:
+        return self.body.simulate(key, *args)
+
+    def assess(self, choices, *args):
+        return self.body.assess(choices, *args)
+
+    def generate(self, key, constraints, *args):
+        return self.body.generate(key, constraints, *args)
+
+    def simulate_in_program(self, *args) -> Trace:
+        return self.body.simulate_in_program(*args)
+
+    def density_in_program(self, choices, *args):
+        return self.body.density_in_program(choices, *args)
+
+    def __repr__(self):
+        return f"<pv.interop.genjax {self.name}>"
+
+
+def genjax(gen_fn) -> GenJAXFunction:
+    """A genjax generative function (``@genjax.gen``) as a progvi generative function.
+
+    Usable as the model or the guide of any progvi objective, and nested in `pv.gen` functions.
+    Each addressed call of a genjax distribution is a choice at the same address, drawn inside
+    expectation programs through ``pv.sample`` and its strategy: the one genjax's ADEV form of
+    the distribution names (``normal_reparam`` -> `pv.reparam`, ``flip_reinforce`` ->
+    `pv.reinforce`, ``flip_enum`` -> `pv.enum`, ``flip_mvd`` -> `pv.mvd`), otherwise progvi's
+    default (reparameterized where the distribution has it, REINFORCE otherwise); in every case
+    `pv.with_strategies` overrides it. A nested genjax function's choices are a nested dict.
+
+    genjax's combinators (``Vmap``, ``Scan``, ``Cond``) and distributions made with
+    ``genjax.distribution`` / ``genjax.tfp_distribution`` are not reinterpreted: sampling one is
+    a `GenJAXError` naming its address and the progvi construct to use instead.
+
+    Args:
+      gen_fn: a ``@genjax.gen`` function, called with positional arguments.
+
+    Returns:
+      A `GenJAXFunction`; its choices hold ``genjax.flip`` values as integers 0/1 (convert with
+      `choices_from_genjax` / `choices_to_genjax`), and its score is ``log p``, not genjax's
+      ``-log p``.
+
+    Examples:
+      >>> import jax, genjax, progvi as pv
+      >>> @genjax.gen
+      ... def model(m):
+      ...     z = genjax.normal(m, 1.0) @ "z"
+      ...     return genjax.normal(z, 0.5) @ "x"
+      >>> gf = pv.interop.genjax(model)
+      >>> sorted(gf.simulate(jax.random.key(0), 0.0).choices)
+      ['x', 'z']
+      >>> logp, _ = gf.assess({"z": 0.0, "x": 0.0}, 0.0)
+      >>> print(f"{logp:.4f}")  # log N(0; 0, 1) + log N(0; 0, 0.5)
+      -1.1447
+    """
+    return GenJAXFunction(gen_fn)
+
+
+def _leaf_dtypes(gen_fn, args):
+    genjax = _genjax()
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), args)
+    trace = jax.eval_shape(lambda a: genjax.seed(gen_fn.simulate)(jax.random.key(0), *a), shapes)
+    return genjax.get_choices(trace)
+
+
+def choices_from_genjax(trace_or_choices) -> dict:
+    """A genjax trace's (or choice map's) choices as a progvi choice map.
+
+    Boolean values (``genjax.flip``) become integers 0/1; the nesting is kept.
+
+    Args:
+      trace_or_choices: a genjax trace, or the choices of one (``trace.get_choices()``).
+
+    Returns:
+      A nested dict from addresses to arrays.
+
+    Examples:
+      >>> import jax, genjax, progvi as pv
+      >>> @genjax.gen
+      ... def coin(p):
+      ...     return genjax.flip(p) @ "heads"
+      >>> tr = genjax.seed(coin.simulate)(jax.random.key(0), 0.5)
+      >>> pv.interop.choices_from_genjax(tr)["heads"].dtype
+      dtype('int32')
+    """
+    genjax = _genjax()
+    choices = genjax.get_choices(trace_or_choices)
+
+    def convert_leaf(value):
+        value = jnp.asarray(value)
+        return value.astype(jnp.int32) if value.dtype == jnp.bool_ else value
+
+    return _map_nested(convert_leaf, choices)
+
+
+def choices_to_genjax(gen_fn, choices: Mapping, *args) -> dict:
+    """A progvi choice map of `gen_fn` (at `args`) as a genjax choice map.
+
+    Each value takes the dtype genjax draws at its address (a ``genjax.flip`` value becomes a
+    boolean); `choices` may be partial (constraints for ``generate``).
+
+    Args:
+      gen_fn: the ``@genjax.gen`` function (or its `pv.interop.genjax` wrapper).
+      choices: a nested dict from addresses to values.
+      *args: the arguments of `gen_fn`, which fix its addresses.
+
+    Returns:
+      A nested dict that genjax's ``assess`` / ``generate`` accept.
+
+    Examples:
+      >>> import jax.numpy as jnp, genjax, progvi as pv
+      >>> @genjax.gen
+      ... def coin(p):
+      ...     return genjax.flip(p) @ "heads"
+      >>> x = pv.interop.choices_to_genjax(coin, {"heads": jnp.array(1)}, 0.5)
+      >>> x["heads"].dtype, bool(x["heads"])
+      (dtype('bool'), True)
+      >>> logp, _ = coin.assess(x, 0.5)
+      >>> print(f"{logp:.4f}")
+      -0.6931
+    """
+    if isinstance(gen_fn, GenJAXFunction):
+        gen_fn = gen_fn.gen_fn
+    reference = _leaf_dtypes(gen_fn, args)
+    return _cast_like(choices, reference, _name(gen_fn), "")
+
+
+def _cast_like(choices, reference, gen_name, prefix):
+    if not isinstance(choices, Mapping):
+        return jnp.asarray(choices, reference.dtype)
+    out = {}
+    for name, value in choices.items():
+        if not isinstance(reference, Mapping) or name not in reference:
+            known = reference if isinstance(reference, Mapping) else {}
+            raise extra(f"{prefix}{name}", gen_name, known)
+        out[name] = _cast_like(value, reference[name], gen_name, f"{prefix}{name}/")
+    return out
+
+
+def _map_nested(fn, choices: Any):
+    if isinstance(choices, Mapping):
+        return {name: _map_nested(fn, value) for name, value in choices.items()}
+    return fn(choices)
+
+
+def trace_from_genjax(trace) -> Trace:
+    """A genjax trace as a progvi `Trace`: its choices converted, score ``log p`` (genjax stores
+    ``-log p``), the same return value.
+
+    Examples:
+      >>> import jax, genjax, progvi as pv
+      >>> @genjax.gen
+      ... def model():
+      ...     return genjax.normal(0.0, 1.0) @ "z"
+      >>> tr = pv.interop.trace_from_genjax(genjax.seed(model.simulate)(jax.random.key(0)))
+      >>> logp, _ = pv.interop.genjax(model).assess(tr.choices)
+      >>> bool(abs(tr.score - logp) < 1e-5)
+      True
+    """
+    return Trace(choices_from_genjax(trace), -trace.get_score(), trace.get_retval())
