@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
 
@@ -42,38 +43,70 @@ def _boolean(value):
     return value.astype(jnp.bool_)
 
 
-def _probs_or_logits(cls_probs, cls_logits, where):
-    def make(*count, logits=None, probs=None):
-        if (logits is None) == (probs is None):
-            raise TypeError(f"{where} takes exactly one of logits= and probs=.")
-        return cls_probs(*count, probs) if logits is None else cls_logits(*count, logits)
+def _floating(value):
+    # TFP's counting distributions draw floats; numpyro's (and progvi's choices) are integers.
+    return value.astype(jnp.result_type(float))
 
-    return make
+
+def _one_of(where, logits, probs):
+    if (logits is None) == (probs is None):
+        raise TypeError(f"{where} takes exactly one of logits= and probs=.")
+    return logits is None
 
 
 def _bernoulli(logits=None, probs=None, dtype=None):
-    return _probs_or_logits(dist.BernoulliProbs, dist.BernoulliLogits, "genjax.bernoulli")(
-        logits=logits, probs=probs)
+    if _one_of("genjax.bernoulli", logits, probs):
+        return dist.BernoulliProbs(probs)
+    return dist.BernoulliLogits(logits)
+
+
+def _count(total_count):
+    # TFP takes a float count; numpyro's binomial and multinomial draw with an integer one, and
+    # the multinomial needs it as a Python int unless total_count_max is given.
+    if isinstance(total_count, jax.core.Tracer):
+        return total_count.astype(jnp.result_type(int))
+    return int(total_count)
 
 
 def _binomial(total_count, logits=None, probs=None):
-    return _probs_or_logits(dist.BinomialProbs, dist.BinomialLogits, "genjax.binomial")(
-        total_count, logits=logits, probs=probs)
+    total_count = _count(total_count)
+    if _one_of("genjax.binomial", logits, probs):
+        return dist.BinomialProbs(probs, total_count=total_count)
+    return dist.BinomialLogits(logits, total_count=total_count)
 
 
 def _multinomial(total_count, logits=None, probs=None):
-    return _probs_or_logits(dist.MultinomialProbs, dist.MultinomialLogits, "genjax.multinomial")(
-        total_count, logits=logits, probs=probs)
+    total_count = _count(total_count)
+    if _one_of("genjax.multinomial", logits, probs):
+        return dist.MultinomialProbs(probs, total_count=total_count)
+    return dist.MultinomialLogits(logits, total_count=total_count)
 
 
 def _negative_binomial(total_count, logits=None, probs=None):
-    return _probs_or_logits(dist.NegativeBinomialProbs, dist.NegativeBinomialLogits,
-                            "genjax.negative_binomial")(total_count, logits=logits, probs=probs)
+    if _one_of("genjax.negative_binomial", logits, probs):
+        return dist.NegativeBinomialProbs(total_count, probs)
+    return dist.NegativeBinomialLogits(total_count, logits)
+
+
+class _GeometricProbs(dist.GeometricProbs):
+    """numpyro's geometric, drawing integers as its discrete support says (numpyro's draws floats,
+    which progvi's choice checks reject for a discrete distribution)."""
+
+    def sample(self, key, sample_shape=()):
+        return super().sample(key, sample_shape).astype(jnp.result_type(int))
+
+
+class _GeometricLogits(dist.GeometricLogits):
+    """As `_GeometricProbs`, parameterized by logits."""
+
+    def sample(self, key, sample_shape=()):
+        return super().sample(key, sample_shape).astype(jnp.result_type(int))
 
 
 def _geometric(logits=None, probs=None):
-    return _probs_or_logits(dist.GeometricProbs, dist.GeometricLogits, "genjax.geometric")(
-        logits=logits, probs=probs)
+    if _one_of("genjax.geometric", logits, probs):
+        return _GeometricProbs(probs)
+    return _GeometricLogits(logits)
 
 
 def _poisson(rate=None, log_rate=None):
@@ -97,17 +130,17 @@ _BUILT_IN = {
     "bernoulli": (_bernoulli, _same),
     "flip": (lambda p: dist.BernoulliProbs(p), _boolean),
     "categorical": (lambda logits: dist.CategoricalLogits(logits), _same),
-    "geometric": (_geometric, _same),
+    "geometric": (_geometric, _floating),
     "beta": (lambda concentration1, concentration0: dist.Beta(concentration1, concentration0),
              _same),
     "uniform": (lambda low=0.0, high=1.0: dist.Uniform(low, high), _same),
     "exponential": (lambda rate: dist.Exponential(rate), _same),
-    "poisson": (_poisson, _same),
+    "poisson": (_poisson, _floating),
     "multivariate_normal": (
         lambda loc, covariance_matrix: dist.MultivariateNormal(
             loc, covariance_matrix=covariance_matrix), _same),
     "dirichlet": (lambda concentration: dist.Dirichlet(concentration), _same),
-    "binomial": (_binomial, _same),
+    "binomial": (_binomial, _floating),
     "gamma": (_gamma, _same),
     "log_normal": (lambda loc, scale: dist.LogNormal(loc, scale), _same),
     "student_t": (lambda df, loc, scale: dist.StudentT(df, loc, scale), _same),
@@ -118,8 +151,8 @@ _BUILT_IN = {
     "weibull": (lambda concentration, scale: dist.Weibull(scale, concentration), _same),
     "cauchy": (lambda loc, scale: dist.Cauchy(loc, scale), _same),
     "chi2": (lambda df: dist.Chi2(df), _same),
-    "multinomial": (_multinomial, _same),
-    "negative_binomial": (_negative_binomial, _same),
+    "multinomial": (_multinomial, _floating),
+    "negative_binomial": (_negative_binomial, _floating),
 }
 # genjax.zipf has no numpyro counterpart; it is reported as unsupported.
 
@@ -183,7 +216,7 @@ def convert(gen_dist, args: tuple, kwargs: dict, where: str) -> Converted:
             f"{where} samples the genjax distribution {name!r}, which progvi cannot "
             "reinterpret: it knows genjax's built-in distributions (genjax.normal, "
             "genjax.flip, genjax.categorical, ...) and their ADEV forms, but not a "
-            "distribution made with genjax.distribution or genjax.tfp_distribution, whose "
+            "distribution made with genjax.core.distribution or genjax.tfp_distribution, whose "
             "density it cannot see. Sample a built-in genjax distribution there, or write "
             "the guide with pv.gen and a numpyro distribution."
         )

@@ -11,22 +11,23 @@ every draw, go through progvi's own handlers and strategies, and `pv.with_strate
 every choice.
 
 Choice maps have the same shape in both libraries (nested dicts keyed by address); the
-differences are the values of ``genjax.flip`` (booleans in genjax, integers 0/1 in progvi, as
-numpyro's Bernoulli draws them) and the sign of a trace's score (genjax stores
-``-log p``, progvi ``log p``). `choices_from_genjax` and `choices_to_genjax` convert.
+differences are the dtypes of discrete values (``genjax.flip`` draws booleans and TFP's counting
+distributions floats, where numpyro's distributions, hence progvi's choices, hold integers) and
+the sign of a trace's score (genjax stores ``-log p``, progvi ``log p``). `choices_from_genjax`,
+`choices_to_genjax` and `trace_from_genjax` convert.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from ..adev.handlers import sample
 from ..gen.choices import extra
+from ..gen.errors import ChoiceError
 from ..gen.function import GenFunction
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
@@ -91,7 +92,9 @@ class _Forward:
 
 
 def _name(gen_fn) -> str:
-    return getattr(gen_fn, "__name__", None) or type(gen_fn).__name__
+    # genjax's @gen cannot set __name__ on its frozen Fn; the body's name is the function's.
+    source = getattr(getattr(gen_fn, "source", None), "value", None)
+    return getattr(source, "__name__", None) or type(gen_fn).__name__
 
 
 class GenJAXFunction(GenerativeFunction):
@@ -163,8 +166,8 @@ def genjax(gen_fn) -> GenJAXFunction:
     `pv.with_strategies` overrides it. A nested genjax function's choices are a nested dict.
 
     genjax's combinators (``Vmap``, ``Scan``, ``Cond``) and distributions made with
-    ``genjax.distribution`` / ``genjax.tfp_distribution`` are not reinterpreted: sampling one is
-    a `GenJAXError` naming its address and the progvi construct to use instead.
+    ``genjax.core.distribution`` / ``genjax.tfp_distribution`` are not reinterpreted: sampling
+    one is a `GenJAXError` naming its address and the progvi construct to use instead.
 
     Args:
       gen_fn: a ``@genjax.gen`` function, called with positional arguments.
@@ -190,20 +193,41 @@ def genjax(gen_fn) -> GenJAXFunction:
     return GenJAXFunction(gen_fn)
 
 
-def _leaf_dtypes(gen_fn, args):
+def _shapes(args):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), args)
+
+
+def _genjax_dtypes(gen_fn, args):
+    """The choices genjax draws from `gen_fn` at `args`, as shapes and dtypes (nothing runs)."""
     genjax = _genjax()
-    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), args)
-    trace = jax.eval_shape(lambda a: genjax.seed(gen_fn.simulate)(jax.random.key(0), *a), shapes)
+    trace = jax.eval_shape(lambda a: genjax.seed(gen_fn.simulate)(jax.random.key(0), *a),
+                           _shapes(args))
     return genjax.get_choices(trace)
 
 
-def choices_from_genjax(trace_or_choices) -> dict:
-    """A genjax trace's (or choice map's) choices as a progvi choice map.
+def _progvi_dtypes(gen_fn, args):
+    """The choices progvi draws from `gen_fn` at `args`, as shapes and dtypes."""
+    adapted = GenJAXFunction(gen_fn)
+    trace = jax.eval_shape(lambda a: adapted.simulate(jax.random.key(0), *a), _shapes(args))
+    return trace.choices
 
-    Boolean values (``genjax.flip``) become integers 0/1; the nesting is kept.
+
+def _unwrap(gen_fn):
+    return gen_fn.gen_fn if isinstance(gen_fn, GenJAXFunction) else gen_fn
+
+
+def choices_from_genjax(gen_fn, choices, *args) -> dict:
+    """A genjax choice map of `gen_fn` (at `args`) as a progvi choice map.
+
+    Each value takes the dtype progvi draws at its address: ``genjax.flip``'s booleans and the
+    floats that TFP's counting distributions (Poisson, binomial, ...) draw become integers, as
+    numpyro's distributions draw them. The nesting is kept; `choices` may be partial
+    (constraints for ``generate``).
 
     Args:
-      trace_or_choices: a genjax trace, or the choices of one (``trace.get_choices()``).
+      gen_fn: the ``@genjax.gen`` function (or its `pv.interop.genjax` wrapper).
+      choices: a genjax choice map (nested dicts), or a genjax trace.
+      *args: the arguments of `gen_fn`, which fix its addresses.
 
     Returns:
       A nested dict from addresses to arrays.
@@ -214,17 +238,12 @@ def choices_from_genjax(trace_or_choices) -> dict:
       ... def coin(p):
       ...     return genjax.flip(p) @ "heads"
       >>> tr = genjax.seed(coin.simulate)(jax.random.key(0), 0.5)
-      >>> pv.interop.choices_from_genjax(tr)["heads"].dtype
+      >>> pv.interop.choices_from_genjax(coin, tr, 0.5)["heads"].dtype
       dtype('int32')
     """
-    genjax = _genjax()
-    choices = genjax.get_choices(trace_or_choices)
-
-    def convert_leaf(value):
-        value = jnp.asarray(value)
-        return value.astype(jnp.int32) if value.dtype == jnp.bool_ else value
-
-    return _map_nested(convert_leaf, choices)
+    gen_fn = _unwrap(gen_fn)
+    choices = _genjax().get_choices(choices)
+    return _cast_like(choices, _progvi_dtypes(gen_fn, args), _name(gen_fn), "")
 
 
 def choices_to_genjax(gen_fn, choices: Mapping, *args) -> dict:
@@ -253,33 +272,37 @@ def choices_to_genjax(gen_fn, choices: Mapping, *args) -> dict:
       >>> print(f"{logp:.4f}")
       -0.6931
     """
-    if isinstance(gen_fn, GenJAXFunction):
-        gen_fn = gen_fn.gen_fn
-    reference = _leaf_dtypes(gen_fn, args)
-    return _cast_like(choices, reference, _name(gen_fn), "")
+    gen_fn = _unwrap(gen_fn)
+    return _cast_like(choices, _genjax_dtypes(gen_fn, args), _name(gen_fn), "")
 
 
 def _cast_like(choices, reference, gen_name, prefix):
     if not isinstance(choices, Mapping):
+        if isinstance(reference, Mapping):
+            raise ChoiceError(
+                lambda a: f"the value given at {a!r} is one array, but {gen_name} calls a "
+                "generative function there, whose choices are a dict. Give a dict of its "
+                "choices.",
+                prefix.rstrip("/"),
+            )
         return jnp.asarray(choices, reference.dtype)
+    if not isinstance(reference, Mapping):
+        raise ChoiceError(
+            lambda a: f"the value given at {a!r} is a dict, but {gen_name} samples one "
+            "distribution there. Give the array itself.",
+            prefix.rstrip("/"),
+        )
     out = {}
     for name, value in choices.items():
-        if not isinstance(reference, Mapping) or name not in reference:
-            known = reference if isinstance(reference, Mapping) else {}
-            raise extra(f"{prefix}{name}", gen_name, known)
+        if name not in reference:
+            raise extra(f"{prefix}{name}", gen_name, reference)
         out[name] = _cast_like(value, reference[name], gen_name, f"{prefix}{name}/")
     return out
 
 
-def _map_nested(fn, choices: Any):
-    if isinstance(choices, Mapping):
-        return {name: _map_nested(fn, value) for name, value in choices.items()}
-    return fn(choices)
-
-
 def trace_from_genjax(trace) -> Trace:
-    """A genjax trace as a progvi `Trace`: its choices converted, score ``log p`` (genjax stores
-    ``-log p``), the same return value.
+    """A genjax trace as a progvi `Trace`: its choices converted by `choices_from_genjax`, its
+    score ``log p`` (genjax stores ``-log p``), the same return value.
 
     Examples:
       >>> import jax, genjax, progvi as pv
@@ -291,4 +314,11 @@ def trace_from_genjax(trace) -> Trace:
       >>> bool(abs(tr.score - logp) < 1e-5)
       True
     """
-    return Trace(choices_from_genjax(trace), -trace.get_score(), trace.get_retval())
+    args, kwargs = trace.get_args()
+    if kwargs:
+        raise GenJAXError(
+            f"the genjax trace was made with keyword arguments {sorted(kwargs)}; progvi's "
+            "generative functions take positional arguments. Simulate it with positional ones."
+        )
+    choices = choices_from_genjax(trace.get_gen_fn(), trace, *args)
+    return Trace(choices, -trace.get_score(), trace.get_retval())
