@@ -6,7 +6,8 @@ nothing is traced to a jaxpr until a transformation asks. `genjax` wraps one in 
 function whose body runs the genjax body under a handler that turns each addressed call into a
 ``pv.sample`` at the same address: a genjax distribution becomes the numpyro distribution with the
 same density (and its ADEV estimator, if it names one, the site's strategy), a nested genjax
-function becomes a nested call. So simulate / assess / generate, and inside expectation programs
+function becomes a nested call, and genjax's ``Vmap`` / ``Scan`` of one become `pv.vmap` /
+`pv.scan`. So simulate / assess / generate, and inside expectation programs
 every draw, go through progvi's own handlers and strategies, and `pv.with_strategies` reaches
 every choice.
 
@@ -50,16 +51,49 @@ def _unsupported(construct: str, where: str, fix: str) -> GenJAXError:
                        f"{fix}")
 
 
-def _combinator_fix(gen_fn) -> str:
+def _adapt(gen_fn, where: str) -> GenerativeFunction:
+    """The progvi generative function for a genjax one: a `GenJAXFunction` for ``@genjax.gen``,
+    `pv.vmap` / `pv.scan` of the adapted callee for genjax's ``Vmap`` / ``Scan``.
+
+    genjax's ``Vmap`` and ``Scan`` have the semantics of progvi's combinators: choices batched
+    (stacked) along axis 0, ``Scan``'s callee ``(carry, x) -> (carry, y)`` run over ``(init, xs)``.
+    """
+    from ..gen.scan import scan
+    from ..gen.vmap import vmap
+
+    genjax = _genjax()
+    if isinstance(gen_fn, genjax.Fn):
+        return GenJAXFunction(gen_fn)
     kind = type(gen_fn).__name__
-    fixes = {
-        "Vmap": "write the plate as pv.vmap(pv.interop.genjax(body), in_axes=...) (or a "
-        "vectorized distribution in the body).",
-        "Scan": "write the loop as pv.scan(pv.interop.genjax(step), length=...).",
-        "Cond": "sample in both branches and select the value with jnp.where.",
-    }
-    return fixes.get(kind, "progvi reinterprets @genjax.gen functions and genjax's built-in "
-                     "distributions only.")
+    if isinstance(gen_fn, genjax.Vmap):
+        in_axes, axis_size = gen_fn.in_axes.value, gen_fn.axis_size.value
+        if axis_size is not None and in_axes is None:
+            raise _unsupported(
+                "Vmap with axis_size and no mapped argument (gen_fn.repeat(n))", where,
+                "pv.vmap needs a mapped argument; pass jnp.arange(n) (or per-datapoint data) "
+                "and map over it, e.g. body.vmap(in_axes=(0, ...)).")
+        if isinstance(in_axes, list):
+            in_axes = tuple(in_axes)
+        return vmap(_callee(gen_fn.gen_fn, kind, where), in_axes=in_axes)
+    if isinstance(gen_fn, genjax.Scan):
+        return scan(_callee(gen_fn.callee, kind, where), length=gen_fn.length.value)
+    if isinstance(gen_fn, genjax.Distribution):
+        raise _unsupported("Distribution", where,
+                           "sample it inside a @genjax.gen function, or use the numpyro "
+                           "distribution with pv.sample.")
+    fixes = {"Cond": "sample in both branches and select the value with jnp.where."}
+    raise _unsupported(kind, where, fixes.get(
+        kind, "progvi reinterprets @genjax.gen functions, Vmap and Scan of them, and genjax's "
+        "built-in distributions."))
+
+
+def _callee(gen_fn, kind: str, where: str) -> GenerativeFunction:
+    if isinstance(gen_fn, _genjax().Distribution):
+        raise _unsupported(
+            f"{kind} of a distribution", where,
+            f"wrap the distribution in a @genjax.gen function (one addressed call) and {kind} "
+            "that, or sample one distribution with batched parameters.")
+    return _adapt(gen_fn, where)
 
 
 class _Forward:
@@ -80,15 +114,13 @@ class _Forward:
             converted = convert(gen_fn, tuple(args), kwargs, where)
             value = sample(address, converted.dist, strategy=converted.strategy)
             return converted.to_genjax(value)
-        if isinstance(gen_fn, genjax.Fn):
-            if kwargs:
-                raise GenJAXError(
-                    f"{where} passes keyword arguments {sorted(kwargs)} to the genjax function "
-                    f"{_name(gen_fn)}; progvi's generative functions take positional arguments. "
-                    "Pass them by position."
-                )
-            return sample(address, GenJAXFunction(gen_fn)(*args))
-        raise _unsupported(type(gen_fn).__name__, where, _combinator_fix(gen_fn))
+        if kwargs:
+            raise GenJAXError(
+                f"{where} passes keyword arguments {sorted(kwargs)} to the genjax function "
+                f"{_name(gen_fn)}; progvi's generative functions take positional arguments. "
+                "Pass them by position."
+            )
+        return sample(address, _adapt(gen_fn, where)(*args))
 
 
 def _name(gen_fn) -> str:
@@ -108,14 +140,8 @@ class GenJAXFunction(GenerativeFunction):
     def __init__(self, gen_fn):
         genjax = _genjax()
         if not isinstance(gen_fn, genjax.Fn):
-            if isinstance(gen_fn, genjax.GFI):
-                fix = (_combinator_fix(gen_fn) if not isinstance(gen_fn, genjax.Distribution)
-                       else "sample it inside a @genjax.gen function, or use the numpyro "
-                       "distribution with pv.sample.")
-                raise _unsupported(type(gen_fn).__name__, f"pv.interop.genjax({_name(gen_fn)})",
-                                   fix)
-            raise TypeError(f"pv.interop.genjax needs a @genjax.gen function, got "
-                            f"{type(gen_fn).__name__}.")
+            raise TypeError(f"GenJAXFunction wraps a @genjax.gen function, got "
+                            f"{type(gen_fn).__name__}; use pv.interop.genjax.")
         self.gen_fn = gen_fn
         source = gen_fn.source.value
         name = _name(gen_fn)
@@ -154,7 +180,7 @@ class GenJAXFunction(GenerativeFunction):
         return f"<pv.interop.genjax {self.name}>"
 
 
-def genjax(gen_fn) -> GenJAXFunction:
+def genjax(gen_fn) -> GenerativeFunction:
     """A genjax generative function (``@genjax.gen``) as a progvi generative function.
 
     Usable as the model or the guide of any progvi objective, and nested in `pv.gen` functions.
@@ -165,17 +191,20 @@ def genjax(gen_fn) -> GenJAXFunction:
     default (reparameterized where the distribution has it, REINFORCE otherwise); in every case
     `pv.with_strategies` overrides it. A nested genjax function's choices are a nested dict.
 
-    genjax's combinators (``Vmap``, ``Scan``, ``Cond``) and distributions made with
-    ``genjax.core.distribution`` / ``genjax.tfp_distribution`` are not reinterpreted: sampling
-    one is a `GenJAXError` naming its address and the progvi construct to use instead.
+    genjax's ``Vmap`` and ``Scan`` of ``@genjax.gen`` functions (at the top or addressed in a
+    body) become `pv.vmap` and `pv.scan` of the adapted callee, which have the same semantics.
+    ``Cond``, ``Vmap`` / ``Scan`` of a bare distribution, ``repeat`` and distributions made with
+    ``genjax.core.distribution`` / ``genjax.tfp_distribution`` are not reinterpreted: each is a
+    `GenJAXError` naming its address and the progvi construct to use instead.
 
     Args:
-      gen_fn: a ``@genjax.gen`` function, called with positional arguments.
+      gen_fn: a ``@genjax.gen`` function (or a genjax ``Vmap`` / ``Scan`` of one), called with
+        positional arguments.
 
     Returns:
-      A `GenJAXFunction`; its choices hold ``genjax.flip`` values as integers 0/1 (convert with
-      `choices_from_genjax` / `choices_to_genjax`), and its score is ``log p``, not genjax's
-      ``-log p``.
+      A `GenJAXFunction` (a `pv.vmap` / `pv.scan` for a combinator). Its choices hold discrete
+      values as integers (convert with `choices_from_genjax` / `choices_to_genjax`), and its
+      score is ``log p``, not genjax's ``-log p``.
 
     Examples:
       >>> import jax, genjax, progvi as pv
@@ -190,7 +219,11 @@ def genjax(gen_fn) -> GenJAXFunction:
       >>> print(f"{logp:.4f}")  # log N(0; 0, 1) + log N(0; 0, 0.5)
       -1.1447
     """
-    return GenJAXFunction(gen_fn)
+    genjax_module = _genjax()
+    if not isinstance(gen_fn, genjax_module.GFI):
+        raise TypeError(f"pv.interop.genjax needs a @genjax.gen function, got "
+                        f"{type(gen_fn).__name__}.")
+    return _adapt(gen_fn, f"pv.interop.genjax({_name(gen_fn)})")
 
 
 def _shapes(args):
@@ -207,7 +240,7 @@ def _genjax_dtypes(gen_fn, args):
 
 def _progvi_dtypes(gen_fn, args):
     """The choices progvi draws from `gen_fn` at `args`, as shapes and dtypes."""
-    adapted = GenJAXFunction(gen_fn)
+    adapted = _adapt(gen_fn, f"the choices of {_name(gen_fn)}")
     trace = jax.eval_shape(lambda a: adapted.simulate(jax.random.key(0), *a), _shapes(args))
     return trace.choices
 

@@ -4,6 +4,8 @@ NumPyro model with a genjax guide are unbiased against the closed form, and stra
 ADEV forms and `pv.with_strategies`) take effect."""
 
 import math
+import os
+import subprocess
 import sys
 
 import genjax
@@ -15,6 +17,8 @@ import numpyro.distributions as dist
 import pytest
 
 import progvi as pv
+from progvi.gen.scan import Scan
+from progvi.gen.vmap import Vmap
 
 # A two-component mixture: b ~ Bernoulli(P_B), z ~ N(+-MU, 1), x ~ N(z, 1), x observed.
 P_B, MU, X_OBS = 0.4, 2.0, 0.7
@@ -227,7 +231,8 @@ def _round_trip(genjax_fn, *args):
     pairs, theirs, as_genjax = jax.jit(jax.vmap(one))(KEYS)
     for (logp, retval), (expected_logp, expected_retval) in pairs:
         np.testing.assert_allclose(logp, expected_logp, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(retval, expected_retval, rtol=1e-4, atol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                     retval, expected_retval)
     return theirs, as_genjax
 
 
@@ -329,22 +334,82 @@ def test_a_genjax_function_nested_in_a_pv_gen_function():
     assert [e.params["address"] for e in eqns if "address" in e.params] == ["q/b", "q/z", "extra"]
 
 
+@genjax.gen
+def point(m, s):
+    b = genjax.flip(0.3) @ "b"
+    return genjax.normal(m + b, s) @ "x"
+
+
+@genjax.gen
+def plate(ms):
+    return point.vmap(in_axes=(0, None))(ms, 1.0) @ "points"
+
+
+@genjax.gen
+def step(carry, x):
+    z = genjax.normal(carry + x, 1.0) @ "z"
+    return z, 2.0 * z
+
+
+def test_vmap_and_scan_are_progvi_combinators_with_genjax_densities():
+    assert isinstance(pv.interop.genjax(point.vmap(in_axes=(0, None))), Vmap)
+    assert isinstance(pv.interop.genjax(genjax.Scan(step, genjax.const(3))), Scan)
+    theirs, _ = _round_trip(plate, jnp.arange(3.0))
+    assert theirs["points"]["b"].shape == (len(KEYS), 3)
+    theirs, _ = _round_trip(genjax.Scan(step, genjax.const(4)), 0.5, jnp.arange(4.0))
+    assert theirs["z"].shape == (len(KEYS), 4)
+
+
+@genjax.gen
+def one_mean(m, log_s):
+    return genjax.normal(m, jnp.exp(log_s)) @ "z"
+
+
+@genjax.gen
+def means(ms, log_s):
+    return one_mean.vmap(in_axes=(0, None))(ms, log_s) @ "zs"
+
+
+@pytest.mark.parametrize("strategy", [pv.reparam, pv.reinforce], ids=lambda s: s.name)
+def test_gradient_through_a_genjax_vmap_is_unbiased(strategy):
+    # E[sum_i z_i^2] = sum_i m_i^2 + n s^2 with z_i ~ N(m_i, s).
+    guide = pv.interop.genjax(means)
+
+    @pv.expectation
+    def second_moment(ms, log_s):
+        return jnp.sum(pv.simulate(guide, ms, log_s).retval ** 2)
+
+    program = pv.with_strategies(second_moment, {"zs/z": strategy})
+    ms, log_s = jnp.array([0.5, -1.0, 0.2]), jnp.array(-0.3)
+    keys = jax.random.split(jax.random.key(10), 20_000)
+    grads = jax.jit(jax.vmap(lambda k: program.grad(k, ms, log_s, argnums=(0, 1))))(keys)
+    exact = {"ms": 2 * ms, "log_s": 2 * 3 * jnp.exp(2 * log_s)}
+    for name, draws in zip(exact, grads, strict=True):
+        draws = np.asarray(draws, np.float64)
+        sem = draws.std(0, ddof=1) / np.sqrt(draws.shape[0])
+        assert np.all(sem > 1e-6), f"{name}: the estimates do not vary"
+        z = (draws.mean(0) - np.asarray(exact[name])) / sem
+        assert np.all(np.abs(z) < 4.0), f"{name}: z = {z}"
+
+
 def test_what_cannot_be_reinterpreted_is_named():
     @genjax.gen
-    def point(m):
-        return genjax.normal(m, 1.0) @ "x"
+    def repeated():
+        return point.repeat(3)(0.0, 1.0) @ "points"
+
+    match = r"'points' in repeated is a genjax Vmap with axis_size.*jnp\.arange"
+    with pytest.raises(pv.interop.GenJAXError, match=match):
+        pv.interop.genjax(repeated).simulate(KEYS[0])
 
     @genjax.gen
-    def plate(ms):
-        return point.vmap(in_axes=0)(ms) @ "points"
+    def vmapped_distribution(ms):
+        return genjax.normal.vmap(in_axes=(0, None))(ms, 1.0) @ "xs"
 
-    match = r"'points' in plate is a genjax Vmap.*pv\.vmap"
+    match = r"'xs' in vmapped_distribution is a genjax Vmap of a distribution.*@genjax\.gen"
     with pytest.raises(pv.interop.GenJAXError, match=match):
-        pv.interop.genjax(plate).simulate(KEYS[0], jnp.zeros(3))
-
-    scan = genjax.Scan(point, genjax.const(3))
-    with pytest.raises(pv.interop.GenJAXError, match=r"genjax Scan.*pv\.scan"):
-        pv.interop.genjax(scan)
+        pv.interop.genjax(vmapped_distribution).simulate(KEYS[0], jnp.zeros(3))
+    with pytest.raises(pv.interop.GenJAXError, match=r"genjax Cond.*jnp\.where"):
+        pv.interop.genjax(point.cond(point))
     with pytest.raises(pv.interop.GenJAXError, match=r"genjax Distribution.*@genjax\.gen"):
         pv.interop.genjax(genjax.normal)
 
@@ -385,6 +450,13 @@ def test_errors_of_progvi_apply_to_genjax_functions():
         pv.interop.genjax(twice).simulate(KEYS[0])
     # genjax's handler stack is left as it was, even after an error.
     assert genjax.core.handler_stack == []
+
+
+def test_importing_progvi_does_not_import_genjax():
+    code = "import sys, progvi; print('genjax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.stdout.strip() == "False"
 
 
 def test_missing_genjax_names_the_extra(monkeypatch):
