@@ -315,6 +315,41 @@ def test_each_distribution_has_genjax_density(gen_dist, args, kwargs):
         np.testing.assert_allclose(gf.assess(ours.choices)[0], genjax_logp, rtol=1e-4, atol=1e-5)
 
 
+COV = jnp.array([[1.0, 0.3], [0.3, 2.0]])
+# genjax's ADEV forms: (distribution, arguments, a value, the strategy progvi takes from it).
+ADEV_FORMS = [
+    (genjax.normal_reparam, (0.3, 1.2), 0.5, pv.reparam),
+    (genjax.normal_reinforce, (0.3, 1.2), 0.5, pv.reinforce),
+    (genjax.uniform_reparam, (-1.0, 2.0), 0.5, pv.reparam),
+    (genjax.uniform_reinforce, (-1.0, 2.0), 0.5, pv.reinforce),
+    (genjax.flip_reinforce, (0.3,), True, pv.reinforce),
+    (genjax.multivariate_normal_reparam, (jnp.zeros(2), COV), jnp.array([0.5, -1.0]), pv.reparam),
+    (genjax.multivariate_normal_reinforce, (jnp.zeros(2), COV), jnp.array([0.5, -1.0]),
+     pv.reinforce),
+    (genjax.multivariate_normal_diag_reparam, (jnp.zeros(2), jnp.array([1.0, 2.0])),
+     jnp.array([0.5, -1.0]), pv.reparam),
+    (FLIP_ENUM, (0.3,), True, pv.enum),
+    (genjax.core.distribution(genjax.flip_mvd, genjax.flip.logpdf), (0.3,), True, pv.mvd),
+    (genjax.core.distribution(genjax.categorical_enum_parallel, genjax.categorical.logpdf),
+     (jnp.array([0.2, -1.0, 0.5]),), 2, pv.enum_parallel),
+    (genjax.normal, (0.3, 1.2), 0.5, None),
+]
+
+
+@pytest.mark.parametrize("gen_dist, args, value, strategy", ADEV_FORMS,
+                         ids=[f"form-{i}" for i in range(len(ADEV_FORMS))])
+def test_genjax_adev_forms_name_their_strategy_and_keep_their_density(gen_dist, args, value,
+                                                                      strategy):
+    from progvi.interop._genjax_distributions import convert
+
+    converted = convert(gen_dist, args, {}, "the test's site")
+    assert converted.strategy is strategy
+    expected = gen_dist.logpdf(jnp.asarray(value), *args)
+    ours = jnp.sum(converted.dist.log_prob(jnp.asarray(value).astype(
+        jnp.int32 if converted.dist.support.is_discrete else jnp.float32)))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5)
+
+
 def test_a_genjax_function_nested_in_a_pv_gen_function():
     inner = pv.interop.genjax(genjax_guide)
 
