@@ -1,8 +1,25 @@
 """Other libraries' models as progvi generative functions."""
 
+from ._genjax_distributions import GenJAXError as GenJAXError
+from .genjax import GenJAXFunction as GenJAXFunction
+from .genjax import choices_from_genjax as choices_from_genjax
+from .genjax import choices_to_genjax as choices_to_genjax
+from .genjax import genjax as genjax
+from .genjax import trace_from_genjax as trace_from_genjax
 from .numpyro import ModelError as ModelError
 from .numpyro import NumPyroModel as NumPyroModel
 from .numpyro import numpyro as numpyro
 from .numpyro_chain import numpyro_chain as numpyro_chain
 
-__all__ = ["ModelError", "NumPyroModel", "numpyro", "numpyro_chain"]
+__all__ = [
+    "GenJAXError",
+    "GenJAXFunction",
+    "ModelError",
+    "NumPyroModel",
+    "choices_from_genjax",
+    "choices_to_genjax",
+    "genjax",
+    "numpyro",
+    "numpyro_chain",
+    "trace_from_genjax",
+]
