@@ -4,9 +4,11 @@ BlackJAX is imported when a kernel first runs; without it the call says which ex
 (``pip install "progvi[blackjax]"``).
 """
 
+from .energy import EnergySamples as EnergySamples
+from .energy import sample_energy as sample_energy
 from .kernels import Kernel as Kernel
 from .kernels import hmc as hmc
 from .kernels import mala as mala
 from .kernels import nuts as nuts
 
-__all__ = ["Kernel", "hmc", "mala", "nuts"]
+__all__ = ["EnergySamples", "Kernel", "hmc", "mala", "nuts", "sample_energy"]

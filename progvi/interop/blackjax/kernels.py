@@ -112,7 +112,7 @@ def _check(name: str, num_steps: int, **positive: float) -> None:
         raise ValueError(f"pv.interop.blackjax.{name}: num_steps={num_steps!r} must be an int "
                          ">= 1.")
     for arg, value in positive.items():
-        if not value > 0:
+        if isinstance(value, int | float) and not value > 0:  # traced values pass unchecked
             raise ValueError(f"pv.interop.blackjax.{name}: {arg}={value!r} must be positive.")
 
 
