@@ -10,5 +10,10 @@ from .kernels import Kernel as Kernel
 from .kernels import hmc as hmc
 from .kernels import mala as mala
 from .kernels import nuts as nuts
+from .reference import NutsReference as NutsReference
+from .reference import nuts_reference as nuts_reference
 
-__all__ = ["EnergySamples", "Kernel", "hmc", "mala", "nuts", "sample_energy"]
+__all__ = [
+    "EnergySamples", "Kernel", "NutsReference", "hmc", "mala", "nuts", "nuts_reference",
+    "sample_energy",
+]
