@@ -75,3 +75,11 @@ def test_errors_say_what_log_f_and_init_must_be():
     with pytest.raises(TypeError, match="not an MCMC kernel"):
         pv.interop.blackjax.sample_energy(jax.random.key(0), log_f, jnp.zeros((3, 2)),
                                           kernel="mala", model_args=(MEAN, SCALE))
+
+
+def test_nuts_reference_checks_its_arguments():
+    with pytest.raises(ValueError, match="num_samples=0 must be an int >= 1"):
+        pv.interop.blackjax.nuts_reference(jax.random.key(0), lambda z: -z @ z, jnp.zeros(2), 0)
+    with pytest.raises(TypeError, match="dtype int.*real-valued"):
+        pv.interop.blackjax.nuts_reference(jax.random.key(0), lambda z: -z @ z,
+                                           jnp.zeros(2, int), 10)
