@@ -1,5 +1,6 @@
 """Other libraries' models as progvi generative functions."""
 
+from . import blackjax as blackjax
 from ._genjax_distributions import GenJAXError as GenJAXError
 from .genjax import GenJAXFunction as GenJAXFunction
 from .genjax import choices_from_genjax as choices_from_genjax
@@ -16,6 +17,7 @@ __all__ = [
     "GenJAXFunction",
     "ModelError",
     "NumPyroModel",
+    "blackjax",
     "choices_from_genjax",
     "choices_to_genjax",
     "genjax",
