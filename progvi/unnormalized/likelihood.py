@@ -17,7 +17,7 @@ from ..adev.log_expectation import LogExpectationEstimator, log_expectation
 from ..gen import Call
 from ..inference import Marginal, Normalize
 from ..inference.objectives.errors import ObjectiveError
-from ._noise import check_data, draw_noise, log_density_of, noise_log_prob
+from ._noise import as_noise, check_data, draw_noise, log_density_of, noise_log_prob
 
 NOISE_LOSSES = ("variance", "forward_kl")
 
@@ -87,6 +87,7 @@ def nll(
       Compositional Optimization", ICML 2023.
     """
     data = check_data("unnormalized.nll", data)
+    noise = as_noise(noise)
     _check_noise(noise)
     if noise_loss not in (None, *NOISE_LOSSES):
         raise ObjectiveError(
