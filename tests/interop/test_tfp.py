@@ -384,3 +384,30 @@ def test_missing_tfp_names_the_extra(monkeypatch):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(pv.interop.TFPError, match=r'pip install "progvi\[tfp\]"'):
         pv.interop.tfp(object())
+
+
+def test_tfp_sites_inside_a_vmap_combinator_equal_numpyro_key_for_key():
+    def programs(lib):
+        @pv.gen
+        def point(m, log_s):
+            return pv.sample("z", lib.Normal(m, jnp.exp(log_s)))
+
+        @pv.gen
+        def prior(m):
+            return pv.sample("z", lib.Normal(m, 1.0))
+
+        guide, model = pv.vmap(point, in_axes=(0, None)), pv.vmap(prior, in_axes=(0,))
+
+        @pv.expectation
+        def loss(m, log_s):
+            return pv.elbo(model, guide, {}, model_args=(jnp.zeros(3),),
+                           guide_args=(m, log_s))
+
+        return loss
+
+    args = (jnp.array([0.1, -0.3, 0.5]), jnp.asarray(-0.2))
+    (v1, g1), (v2, g2) = [p.value_and_grad(jax.random.key(2), *args, argnums=(0, 1))
+                          for p in (programs(tfd), programs(nd))]
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -21,7 +21,7 @@ import progvi as pv
 
 tfd, tfb = tfp.distributions, tfp.bijectors
 
-NUM = 10_000
+NUM = 5_000
 Z_MAX = 4.0
 OBS = {"x": 1.0}
 
@@ -216,7 +216,7 @@ def test_an_affine_flow_is_the_gaussian_family_key_for_key(full, objective):
 
     flow, gauss = program(_affine_guide(full)), program(_gaussian_guide(full))
     used = ("loc", "tril") if full else ("loc", "log_scale")
-    for seed in range(3):
+    for seed in range(2):
         (v1, g1), (v2, g2) = [p.value_and_grad(jax.random.key(seed), params) for p in (flow, gauss)]
         np.testing.assert_allclose(v1, v2, rtol=1e-5, atol=1e-5)
         for k in used:
@@ -290,8 +290,8 @@ def test_a_real_nvp_noise_learns_through_its_networks_weights():
 
     nll = _nll(noise, "variance")
     result = pv.fit(jax.random.key(0), pv.expectation(lambda phi: nll(theta, phi)), phi0,
-                    optax.adam(0.01), direction="minimize", num_steps=300, progress=False)
-    keys = jax.random.split(jax.random.key(5), 20_000)
+                    optax.adam(0.02), direction="minimize", num_steps=150, progress=False)
+    keys = jax.random.split(jax.random.key(5), 5_000)
     before, after = [jnp.log(jnp.mean(jax.jit(jax.vmap(
         lambda k, p=p: second_moment.estimate(k, p)))(keys))) for p in (phi0, result.params)]
     assert float(after) < float(before) - 0.3, (before, after)
