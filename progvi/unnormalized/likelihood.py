@@ -54,8 +54,8 @@ def nll(
       log_f: ``log_f(x, *model_args)``, the model's unnormalized log density of a batch of
         points (shape (n, *event)), returning shape (n,).
       data: the batch, shape (B, *event).
-      noise: $q$: a numpyro distribution, or a generative function with one random choice (or
-        a call of one); its density must be exact.
+      noise: $q$: a numpyro distribution (or a TFP one, a flow included), or a generative
+        function with one random choice (or a call of one); its density must be exact.
       estimator: the log-expectation estimator of $\log Z_\theta$; its ``num_samples`` K noise
         points are drawn per step as one site (one call of `log_f` on the K points).
       model_args: further arguments of `log_f` (the model's parameters).
