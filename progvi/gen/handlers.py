@@ -90,7 +90,7 @@ class Recorder(Handler):
             )
         target = site.dist
         if isinstance(target, Call) and isinstance(target.gen_fn, DistributionFunction):
-            target = target.gen_fn.make(*target.args)  # a distribution's call is its one choice
+            target = target.gen_fn.dist(*target.args)  # a distribution's call is its one choice
         if isinstance(target, Call):
             if site.strategy is not None:
                 raise StrategyError(

@@ -11,17 +11,23 @@ from .numpyro import ModelError as ModelError
 from .numpyro import NumPyroModel as NumPyroModel
 from .numpyro import numpyro as numpyro
 from .numpyro_chain import numpyro_chain as numpyro_chain
+from .tfp import TFPDistribution as TFPDistribution
+from .tfp import TFPError as TFPError
+from .tfp import tfp as tfp
 
 __all__ = [
     "GenJAXError",
     "GenJAXFunction",
     "ModelError",
     "NumPyroModel",
+    "TFPDistribution",
+    "TFPError",
     "blackjax",
     "choices_from_genjax",
     "choices_to_genjax",
     "genjax",
     "numpyro",
     "numpyro_chain",
+    "tfp",
     "trace_from_genjax",
 ]
