@@ -21,6 +21,10 @@ compositional, learned Gaussian         the same with a learned noise: K/2 draws
                                         for the noise's own loss (``noise_loss="variance"``)
 compositional, learned mixture          the same with a learned mixture noise
                                         (``noise_loss="forward_kl"``)
+compositional, learned flow             the same with a learned normalizing flow noise (TFP
+                                        bijectors: RealNVP couplings, then an affine map that
+                                        starts at the covering Gaussian;
+                                        ``noise_loss="forward_kl"``)
 ======================================  ======================================================
 
 The fixed noise is a Gaussian N(mean, s^2 I) that covers the data (s = 1.25 times the data's
@@ -60,7 +64,8 @@ learned Gaussian buys next to nothing (on the moons it is the worst method in bo
     python examples/density2d.py --smoke    # one density, 300 steps: the test's size; its
                                             # time goes to compiling the five programs
 
-Needs matplotlib and scikit-learn: ``pip install "progvi[examples]"``.
+Needs matplotlib and scikit-learn, and TensorFlow Probability on JAX for the flow:
+``pip install "progvi[examples]"``.
 
 References:
   Jiang, Qin, Wu, Chen, Yang & Zhang, "Learning Unnormalized Statistical Models via
@@ -267,12 +272,49 @@ def init_mixture(key, covering, num_components):
             "log_scale": jnp.full((num_components, 2), covering["log_scale"] + math.log(0.5))}
 
 
+def coupling(w):
+    """A RealNVP shift-and-log-scale network that closes over its weights, as TFP writes it."""
+
+    def fn(x, output_units, **kwargs):
+        h = jax.nn.swish(x @ w["w1"] + w["b1"])
+        out = h @ w["w2"] + w["b2"]
+        return out[..., :output_units], jnp.tanh(out[..., output_units:])
+
+    return fn
+
+
+def flow(params, covering):
+    """The learned flow: RealNVP couplings of a standard normal, then a learned affine map.
+
+    Built from its parameters where it is used, inside the program; `pv.interop.tfp` makes it a
+    numpyro distribution, a pytree that `inner_weights` can take as a jitted argument.
+    """
+    tfp = require("tensorflow_probability.substrates.jax")
+    tfd, tfb = tfp.distributions, tfp.bijectors
+    layers = [tfb.Shift(params["loc"]), tfb.Scale(jnp.exp(params["log_scale"]))]
+    for w in params["couplings"]:
+        layers += [tfb.RealNVP(num_masked=1, shift_and_log_scale_fn=coupling(w)),
+                   tfb.Permute([1, 0])]
+    base = tfd.MultivariateNormalDiag(jnp.zeros(2), jnp.ones(2))
+    return pv.interop.tfp(tfd.TransformedDistribution(base, tfb.Chain(layers)))
+
+
+def init_flow(key, covering, num_couplings: int = 2, hidden: int = 16):
+    """The covering Gaussian, and couplings whose last layer is zero (identity maps at first)."""
+    couplings = [{"w1": jax.random.normal(k, (1, hidden)), "b1": jnp.zeros(hidden),
+                  "w2": jnp.zeros((hidden, 2)), "b2": jnp.zeros(2)}
+                 for k in jax.random.split(key, num_couplings)]
+    return {"loc": covering["loc"], "log_scale": covering["log_scale"] * jnp.ones(2),
+            "couplings": couplings}
+
+
 def noises(num_components: int = 8) -> dict[str, Noise]:
     """The noise choices by name. The first is fixed; a learned one gets a row of its own.
 
-    A new choice (a normalizing flow, say) is one more entry: parameters from the covering
-    Gaussian, a numpyro distribution (a `TransformedDistribution` has a reparameterized sampler
-    and an exact density, so ``loss="variance"`` trains it) and its loss.
+    A new choice is one more entry: parameters from the covering Gaussian, a numpyro
+    distribution (or a TFP one through `pv.interop.tfp`, as the flow's `TransformedDistribution`
+    is: it has an exact density, so ``loss="forward_kl"`` trains it, and a reparameterized
+    sampler, so ``loss="variance"`` could) and its loss.
     """
     # The mixture's component choice has no reparameterized sampler: its draws take REINFORCE.
     # Their score multiplies the whole NLL (which does not depend on them: a mean-zero term), so a
@@ -284,6 +326,9 @@ def noises(num_components: int = 8) -> dict[str, Noise]:
                                   lambda p, c: gaussian(p), "variance", {}),
         "learned mixture": Noise(lambda key, c: init_mixture(key, c, num_components), mixture,
                                  "forward_kl", {"log_z_noise/y": baseline}),
+        # Forward KL covers the model's mass; "variance" let the flow's tails go thin, where
+        # f/q blows up and the model with it.
+        "learned flow": Noise(init_flow, flow, "forward_kl", {}),
     }
 
 
@@ -569,6 +614,7 @@ def main(argv=None) -> dict:
     """Fits every method on every density, prints the tables, writes the PNGs."""
     args = parse_args(argv)
     require("sklearn")
+    require("tensorflow_probability.substrates.jax")
     require("matplotlib")
     start = time.perf_counter()
     choices = noises()

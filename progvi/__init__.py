@@ -23,6 +23,7 @@ from .adev import Strategy as Strategy
 from .adev import StrategyError as StrategyError
 from .adev import ValidationError as ValidationError
 from .adev import enum as enum
+from .adev import enum_chain as enum_chain
 from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
 from .adev import leave_one_out as leave_one_out

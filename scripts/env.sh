@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Creates .venv (if missing or out of date) with the pinned versions of constraints.txt.
-# Usage: scripts/env.sh [extras]   e.g. scripts/env.sh dev,examples,docs,checkpoint
+# Usage: scripts/env.sh [extras]   e.g. scripts/env.sh dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-dev,examples,docs,checkpoint}"
+extras="${1:-dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn}"
 
 find_python() {
   local c

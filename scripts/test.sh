@@ -2,7 +2,7 @@
 # The project's checks: lint, tests (docstring examples included), docs build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/env.sh dev,examples,docs,checkpoint
+scripts/env.sh dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn
 export JAX_PLATFORMS=cpu
 echo "== ruff"
 .venv/bin/ruff check progvi tests examples benchmarks

@@ -73,3 +73,20 @@ def test_compile_time_benchmark_runs_at_a_tiny_size(tmp_path):
     assert written == text
     assert len([line for line in written.splitlines() if line.startswith("| 2 |")]) == 1
     assert "| 5 |" in written and "| NO |" not in written and "progvi / JAX" in written
+
+
+def test_chain_enum_benchmark_runs_at_a_tiny_size(tmp_path):
+    bench = _load_benchmark("chain_enum")
+    out = tmp_path / "result.md"
+    rows, passed, text = bench.main(
+        ["--lengths", "10", "--exponential-lengths", "3", "--reps", "1", "--out", str(out)]
+    )
+
+    assert list(rows) == [3, 10]
+    assert set(rows[3]) == {"enum_chain", "scan", "by_hand", "exponential"}
+    assert set(rows[10]) == {"enum_chain", "scan", "by_hand"}
+    assert all(t.compile_s > 0 and t.run_ms > 0 for row in rows.values() for t in row.values())
+    assert passed and all(t.error < 1e-4 for row in rows.values() for t in row.values())
+    written = out.read_text()
+    assert written == text
+    assert "| 10 |" in written and "under load" in written

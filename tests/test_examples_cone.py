@@ -20,7 +20,8 @@ def load_example(name):
 def test_cone_smoke(tmp_path):
     cone = load_example("cone")
     out = cone.main(["--smoke", "--no-progress", "--out", str(tmp_path)])
-    assert set(out["rows"]) == {"ELBO", "IWAE(5)", "HVI", "IWHVI(5)", "DIWHVI(5,5)"}
+    assert set(out["rows"]) == {"ELBO", "IWAE(5)", "HVI", "IWHVI(5)", "DIWHVI(5,5)",
+                                "RealNVP"}
     for name, row in out["rows"].items():
         (before, _), (after, after_se) = row["before"], row["after"]
         assert after > before, name  # training improved every objective

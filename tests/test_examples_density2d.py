@@ -7,7 +7,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ["NCE", "plug-in", "compositional", "compositional, learned Gaussian",
-           "compositional, learned mixture"]
+           "compositional, learned mixture", "compositional, learned flow"]
 # The smoke run (300 steps on the moons) takes the compositional model from the initial one, the
 # base Gaussian N(0, 16 I) at -4.70 nats, to -2.75 (seed 0) and -2.71 (seed 1): a gain of about
 # 1.95 nats. The margin asks for half of it, and is about 100 standard errors (0.011) of the

@@ -7,14 +7,15 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ["quickstart", "cone", "discrete", "vae", "gaussian_mean", "density2d", "ebm_digits"]
+EXAMPLES = ["quickstart", "cone", "discrete", "vae", "gaussian_mean", "density2d", "ebm_digits",
+            "rejuvenation"]
 
 # In a fresh interpreter: the extras cannot be imported (None in sys.modules makes `import`
 # fail), and pv.fit fails loudly, so an example that checks its extras only after it has started
 # training fails here instead of passing slowly.
 SCRIPT = r"""
 import importlib.util, json, sys
-for name in ("matplotlib", "sklearn", "blackjax"):
+for name in ("matplotlib", "sklearn", "blackjax", "tensorflow_probability"):
     sys.modules[name] = None
 import progvi
 def fit(*args, **kwargs):
@@ -26,8 +27,9 @@ for example in sys.argv[2:]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        module.main(["--smoke", "--no-progress", "--out", sys.argv[1]]
-                    if example != "quickstart" else ["--out", sys.argv[1]])
+        argv = {"quickstart": ["--out", sys.argv[1]], "rejuvenation": ["--smoke"]}.get(
+            example, ["--smoke", "--no-progress", "--out", sys.argv[1]])
+        module.main(argv)
         messages[example] = "ran to the end"
     except (SystemExit, ImportError, RuntimeError) as error:
         messages[example] = f"{type(error).__name__}: {error}"

@@ -1,5 +1,6 @@
 """Expectation programs and their gradient strategies (ADEV)."""
 
+from .chain import enum_chain as enum_chain
 from .enum import Enum as Enum
 from .enum import enum as enum
 from .enum import enum_parallel as enum_parallel

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import AddressError, SampleOutsideProgramError, StrategyError
+from .foreign import as_distribution
 
 _STACK: contextvars.ContextVar[tuple[Handler, ...]] = contextvars.ContextVar(
     "progvi_handlers", default=()
@@ -116,8 +117,9 @@ def sample(address: str, dist: Any, strategy: Any = None) -> Any:
 
     Args:
       address: the name of the choice, unique within one program.
-      dist: a `numpyro.distributions.Distribution` (or, in generative functions, a call of another
-        generative function).
+      dist: a `numpyro.distributions.Distribution`, a distribution of a library with an adapter
+        in `progvi.interop` (a TFP ``tfd`` distribution), or, in generative functions, a call
+        of another generative function.
       strategy: a gradient strategy such as `pv.reparam`, `pv.reinforce`, `pv.enum`, `pv.mvd`.
 
     Returns:
@@ -145,4 +147,5 @@ def sample(address: str, dist: Any, strategy: Any = None) -> Any:
                 "Pass one of pv.reparam, pv.reinforce, pv.enum, pv.mvd, pv.leave_one_out, or a "
                 "subclass of pv.Strategy."
             )
+    dist = as_distribution(dist, f"sample site {address!r}")
     return _dispatch(_STACK.get(), Site(address, dist, strategy))

@@ -16,6 +16,9 @@ Poisson      rate λ        1                        x + 1 / x
 Geometric    probs p       1 / p                    x / 1 + x + x'  (x' an independent draw)
 ===========  ============  ======================  ================================
 
+A distribution adapted from another library (`progvi.interop`) takes part through the numpyro
+distribution of the same family that its ``as_numpyro()`` returns; its own sampler draws ``x``.
+
 References:
   Pflug, "Sampling derivatives of probabilities", Computing 1989.
   Mohamed, Rosca, Figurnov & Mnih, "Monte Carlo Gradient Estimation in Machine Learning", JMLR
@@ -71,6 +74,12 @@ def _terms(key, dist, tangent, x):
     ]
 
 
+def _family(dist):
+    """`dist`, or the numpyro distribution of the same family an adapted one stands for."""
+    as_numpyro = getattr(dist, "as_numpyro", None)
+    return dist if as_numpyro is None else as_numpyro()
+
+
 def _each_element(f, x, values):
     """``f`` evaluated at ``x`` with one element replaced by the same element of ``values``."""
     flat, flat_values = x.reshape(-1), jnp.asarray(values, x.dtype).reshape(-1)
@@ -86,7 +95,7 @@ class MVD(Strategy):
 
     def check(self, address, dist):
         require(
-            isinstance(dist, _SUPPORTED), address, self, dist,
+            isinstance(_family(dist), _SUPPORTED), address, self, dist,
             "progvi has no weak-derivative decomposition for it",
             "pv.mvd supports Bernoulli, Categorical, Normal, Poisson and Geometric; use "
             "pv.reparam or pv.reinforce here.",
@@ -96,6 +105,8 @@ class MVD(Strategy):
         k_x, k_terms = jax.random.split(key)
         x = dist.sample(k_x)
         ret, dret = kont.dual(x)
+        if getattr(dist, "as_numpyro", None) is not None:
+            dist, tangent = jax.jvp(_family, (dist,), (tangent,))
         for weight, plus, minus in _terms(k_terms, dist, tangent, x):
             f_plus = _each_element(kont.pure, x, plus)
             f_minus = ret[None] if minus is None else _each_element(kont.pure, x, minus)

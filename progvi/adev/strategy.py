@@ -190,7 +190,8 @@ def instantiate_tangent(primal, tangent):
 
 
 def dist_name(dist) -> str:
-    return type(dist).__name__
+    """The distribution's name for messages (an adapted one names its library's class)."""
+    return getattr(dist, "display_name", None) or type(dist).__name__
 
 
 def require(condition: bool, address: str, strategy: Strategy, dist, why: str, fix: str) -> None:

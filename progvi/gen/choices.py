@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ..adev.strategy import dist_name
 from .errors import ChoiceError
 
 
@@ -95,7 +96,7 @@ def choice_value(address: str, dist, value: Any, sample_shape: tuple = ()) -> ja
     if isinstance(value, Mapping):
         raise ChoiceError(
             lambda a: f"the value given at {a!r} is a dict, but {a!r} is drawn from a "
-            f"{type(dist).__name__}, which needs one array. Give the array itself.",
+            f"{dist_name(dist)}, which needs one array. Give the array itself.",
             address,
         )
     discrete = dist.support.is_discrete
@@ -104,7 +105,7 @@ def choice_value(address: str, dist, value: Any, sample_shape: tuple = ()) -> ja
         if discrete and isinstance(value, float) and not value.is_integer():
             raise ChoiceError(
                 lambda a: f"the value {value} given at {a!r} is not an integer, but "
-                f"{type(dist).__name__} is discrete. Give an integer value.",
+                f"{dist_name(dist)} is discrete. Give an integer value.",
                 address,
             )
         value = jnp.asarray(value, jnp.result_type(int if discrete else float))
@@ -119,14 +120,14 @@ def choice_value(address: str, dist, value: Any, sample_shape: tuple = ()) -> ja
             fix = "value.astype(jnp.int32)" if discrete else "value.astype(jnp.float32)"
             raise ChoiceError(
                 lambda a: f"the value given at {a!r} has dtype {value.dtype}, but "
-                f"{type(dist).__name__} draws {kind} values. Convert it, e.g. {fix}.",
+                f"{dist_name(dist)} draws {kind} values. Convert it, e.g. {fix}.",
                 address,
             )
     expected = tuple(dist.shape(sample_shape))
     if value.shape != expected:
         raise ChoiceError(
             lambda a: f"the value given at {a!r} has shape {value.shape}, but "
-            f"{type(dist).__name__} there draws values of shape {expected} (batch shape "
+            f"{dist_name(dist)} there draws values of shape {expected} (batch shape "
             f"{dist.batch_shape}, event shape {dist.event_shape}). Give a value of shape "
             f"{expected}.",
             address,

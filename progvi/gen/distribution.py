@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from ..adev.foreign import as_distribution
 from ..adev.handlers import sample
 from .choices import check_finite, choice_value
 from .generative_function import GenerativeFunction
@@ -32,16 +33,20 @@ class DistributionFunction(GenerativeFunction):
     def name(self) -> str:
         return getattr(self.make, "__name__", type(self.make).__name__)
 
+    def dist(self, *args):
+        """The distribution at `args` (another library's adapted, as at `pv.sample`)."""
+        return as_distribution(self.make(*args), f"pv.distribution({self.name})")
+
     def _log_prob(self, d, value):
         return jnp.sum(d.log_prob(value))
 
     def simulate(self, key, *args) -> Trace:
-        d = self.make(*args)
+        d = self.dist(*args)
         value = d.sample(key)
         return Trace(value, self._log_prob(d, value), value)
 
     def assess(self, choices, *args):
-        d = self.make(*args)
+        d = self.dist(*args)
         value = choice_value(VALUE, d, choices)
         log_density = self._log_prob(d, value)
         check_finite(VALUE, log_density)
@@ -56,7 +61,7 @@ class DistributionFunction(GenerativeFunction):
 
     def simulate_in_program(self, *args) -> Trace:
         # Simulated on its own in a program, the one choice is the site `value`.
-        d = self.make(*args)
+        d = self.dist(*args)
         value = sample(VALUE, d)
         return Trace(value, self._log_prob(d, value), value)
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from numpyro.distributions import Distribution
 
 from ..adev._compat import get_opaque_trace_state
+from ..adev.chain import summing_out
 from ..adev.errors import AddressError, ProgramError, StrategyError
 from ..adev.handlers import Handler, Site, handle
 from ..adev.validation import validated, validating
@@ -89,7 +90,7 @@ class Recorder(Handler):
             )
         target = site.dist
         if isinstance(target, Call) and isinstance(target.gen_fn, DistributionFunction):
-            target = target.gen_fn.make(*target.args)  # a distribution's call is its one choice
+            target = target.gen_fn.dist(*target.args)  # a distribution's call is its one choice
         if isinstance(target, Call):
             if site.strategy is not None:
                 raise StrategyError(
@@ -166,7 +167,12 @@ class Assessing(Recorder):
         return self.given[address]
 
     def leaf(self, address, dist, strategy, below):
-        value = choice_value(address, dist, self._value(address))
+        if address not in self.given and summing_out(strategy):
+            # The state of a `pv.scan` chain, summed out by the forward algorithm: the chain's
+            # handler below gives the value being enumerated.
+            value = below(Site(address, dist, strategy))
+        else:
+            value = choice_value(address, dist, self._value(address))
         log_density = _log_prob(dist, value)
         check_finite(address, log_density)
         return value, log_density

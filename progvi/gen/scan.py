@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..adev.chain import ChainState, forward
+from ..adev.handlers import handle
 from .choices import check_batched
 from .errors import CombinatorError
 from .generative_function import GenerativeFunction
@@ -107,9 +109,30 @@ class Scan(GenerativeFunction):
         return Trace(choices, score, retval)
 
     def assess(self, choices, *args):
-        """The sum over steps of `gen_fn.assess`; every choice has a leading time axis."""
+        """The sum over steps of `gen_fn.assess`; every choice has a leading time axis.
+
+        A chain whose step enumerates its state (`pv.enum_parallel` or `pv.enum` at that site)
+        and whose choices leave the state out is summed over the state's values by the forward
+        algorithm: the log marginal density of the given choices, in time linear in the length
+        (see `pv.enum_chain`), and the return value is None (it depends on the states).
+
+        Examples:
+          >>> import jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
+          >>> trans = jnp.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])  # row 2: the start
+          >>> @pv.gen
+          ... def step(z, _):
+          ...     z = pv.sample("z", dist.Categorical(probs=trans[z]), pv.enum_parallel)
+          ...     pv.sample("x", dist.Normal(2.0 * z - 1.0, 1.0))
+          ...     return z, None
+          >>> hmm = pv.scan(step, length=3)
+          >>> log_px, _ = hmm.assess({"x": jnp.array([-0.9, 1.2, 0.8])}, 2)  # z summed out
+          >>> print(f"{log_px:.4f}")
+          -5.0136
+        """
         init, xs, n = self._parts(args)
         check_batched(choices, n, f"{self.name} choices", "step")
+        if self._sums_out(choices, init, xs, n, self.gen_fn.assess):
+            return self._chain(choices, init, xs, n, self.gen_fn.assess), None
 
         def step(carry, inputs_t):
             c, x = inputs_t
@@ -148,6 +171,9 @@ class Scan(GenerativeFunction):
     def density_in_program(self, choices, *args):
         init, xs, n = self._parts(args)
         check_batched(choices, n, f"{self.name} choices", "step")
+        op = self.gen_fn.density_in_program
+        if self._sums_out(choices, init, xs, n, op):
+            return self._chain(choices, init, xs, n, op), None
 
         def step(carry, inputs_t):
             c, x = inputs_t
@@ -156,6 +182,29 @@ class Scan(GenerativeFunction):
 
         score, retval, _ = self._scan(step, init, (choices, xs), n)
         return score, retval
+
+    def _sums_out(self, choices, init, xs, n, op) -> bool:
+        """Whether the step leaves an enumerated state out of `choices` (then: a chain)."""
+        if n == 0:
+            return False
+        probe = ChainState(None, self.name)
+        with handle(probe):
+            op(jax.tree.map(lambda c: c[0], choices), init, jax.tree.map(lambda x: x[0], xs))
+        return probe.address is not None
+
+    def _chain(self, choices, init, xs, n, op):
+        """The log density of `choices` with the step's state summed out (`chain.forward`)."""
+        where = f"{self.name} (its state summed out)"
+
+        def probe(carry, inputs):
+            return op(inputs[0], carry, inputs[1])
+
+        def transition(carry, inputs, value):
+            with handle(ChainState(value, where)):
+                score, retval = op(inputs[0], carry, inputs[1])
+            return score, self._split(retval)[0]
+
+        return forward(where, transition, probe, init, (choices, xs), n)
 
     def __repr__(self):
         return f"<pv.scan {self.gen_fn.name} length={self.length!r}>"

@@ -17,9 +17,38 @@ $$
 As K grows the family approaches the normalized target, which is how forward-KL and wake-sleep
 objectives use it.
 
+Rejuvenation (resample-move). With ``rejuvenate=kernel`` the resampled ``z_j`` is moved by an
+MCMC kernel ``M`` that leaves the normalized target ``π = p̃ / Z`` invariant, ``z' ~ M(z_j, ·)``,
+and scored with the same ``Ẑ = (1/K) Σ_k w_k``:
+
+$$ \\hat p(z') = \\frac{\\tilde p(z')}{\\hat Z}. $$
+
+Why this stays valid: write ``L(z_j | z') = π(z_j) M(z_j, z') / π(z')`` for the kernel's
+reversal. The draw ``(z_{1:K}, j, z')`` has density ``Q = Π_k q(z_k) · (w_j / Σ_k w_k) ·
+M(z_j, z')``; the conditional ``R(z_{1:K}, j | z') = L(z_j | z') / K · Π_{k≠j} q(z_k)`` is
+normalized, and ``Q / R = p̃(z') / Ẑ``. Hence, for ``q_RSIR`` the marginal of ``z'``:
+
+* after ``pv.simulate``, ``E[1 / \\hat p(z') | z'] = 1 / q_RSIR(z')`` (ELBO-style objectives
+  stay bounds; the family's ELBO is ``E[log Ẑ]``, the same as without the move), and for every
+  ``h``, ``E[Ẑ h(z')] = Z E_π[h]``; ``Ẑ`` itself is untouched, unbiased for ``Z``;
+* ``pv.density`` of a given ``z'`` draws ``z_j ~ L(· | z')`` and K - 1 particles from ``q``:
+  an unbiased estimate of ``q_RSIR(z')``. It runs the kernel itself from ``z'``, so it needs
+  ``L = M``: a kernel reversible with respect to ``π`` (MALA, HMC and NUTS with fixed settings,
+  and repetitions of one of them, are).
+
+What rejuvenation improves is the draw: ``KL(q_RSIR ‖ π) ≤ KL(q_SIR ‖ π)``, so the forward KL
+through the family (`pv.forward_kl`) is estimated from draws closer to the posterior. The moved
+draw is a constant for differentiation (an accept/reject step has no useful path derivative):
+the family is for objectives that hold it fixed (`pv.forward_kl`, wake-q) or use it through
+its score, whose gradient (through ``Ẑ``'s particles) is unchanged. The kernel needs the
+target's exact density (`assess`) and real-valued choices on all of R^d (constrained choices
+belong in unconstrained coordinates).
+
 References:
   Rubin, "Using the SIR algorithm to simulate posterior distributions", Bayesian Statistics 3,
   1988.
+  Gilks & Berzuini, "Following a moving target: Monte Carlo inference for dynamic Bayesian
+  models", JRSS B 2001 (resample-move).
   Becker et al., "Probabilistic Programming with Programmable Variational Inference", PLDI 2024.
 """
 
@@ -38,14 +67,17 @@ from ..gen.errors import ChoiceError
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
 from ._estimated import log_mean_exp, no_exact_density, simulate_particles, take
+from ._moves import check_kernel, draw_key, move
 
 
 class Normalize(GenerativeFunction):
     """Sampling-importance-resampling of `target` with `proposal`; see `pv.normalize`."""
 
-    def __init__(self, target, proposal, num_particles, target_args, observations):
+    def __init__(self, target, proposal, num_particles, target_args, observations,
+                 rejuvenate=None):
         self.target, self.proposal, self.K = target, proposal, num_particles
         self.target_args, self.observations = tuple(target_args), dict(observations or {})
+        self.rejuvenate = rejuvenate
 
     @property
     def name(self) -> str:
@@ -87,6 +119,16 @@ class Normalize(GenerativeFunction):
                     "Add it to observations if it is observed, or sample it in the proposal.")
         return None
 
+    def _move(self, key, choices):
+        """`choices` after the rejuvenation kernel's transitions, targeting the posterior."""
+        target_args = jax.lax.stop_gradient(self.target_args)
+        observations = jax.lax.stop_gradient(self.observations)
+
+        def log_density(z):
+            return self.target.assess(merge(z, observations), *target_args)[0]
+
+        return move(self.rejuvenate, key, log_density, choices)
+
     # Inside expectation programs.
 
     def simulate_in_program(self, *args) -> Trace:
@@ -96,11 +138,23 @@ class Normalize(GenerativeFunction):
         )
         log_w = log_p - parts.score
         index = sample("index", nd.Categorical(logits=log_w))
-        return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+        if self.rejuvenate is None:
+            return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+        # Resample-move: the score is the target at the moved draw over the same Ẑ.
+        moved = self._move(draw_key("rejuvenate"), take(parts.choices, index))
+        log_p_moved = self._log_target(moved, self.target.density_in_program)
+        return Trace(moved, log_p_moved - log_mean_exp(log_w), None)
 
     def density_in_program(self, choices, *args):
         log_p = self._log_target(choices, self.target.density_in_program)
-        log_w = log_p - self.proposal.density_in_program(choices, *args)[0]
+        if self.rejuvenate is None:
+            log_w = log_p - self.proposal.density_in_program(choices, *args)[0]
+        else:
+            # The particle the move came from, drawn by the reverse kernel: for a reversible
+            # kernel, the kernel itself.
+            start = self._move(draw_key("rejuvenate"), choices)
+            log_w = (self._log_target(start, self.target.density_in_program)
+                     - self.proposal.density_in_program(start, *args)[0])
         if self.K > 1:
             parts = simulate_particles(self.proposal, self.K - 1, "particles", *args)
             others = jax.vmap(lambda z: self._log_target(z, self.target.density_in_program))(
@@ -120,12 +174,22 @@ class Normalize(GenerativeFunction):
         log_p = jax.vmap(lambda z: self._log_target(z, self.target.assess))(parts.choices)
         log_w = log_p - parts.score
         index = jax.random.categorical(k_index, log_w)
-        return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+        if self.rejuvenate is None:
+            return Trace(take(parts.choices, index), log_p[index] - log_mean_exp(log_w), None)
+        moved = self._move(jax.random.fold_in(k_index, 1), take(parts.choices, index))
+        return Trace(moved, self._log_target(moved, self.target.assess) - log_mean_exp(log_w),
+                     None)
 
     def estimate_log_density(self, key, choices, *args):
         """``log p̂(z)`` with z and K - 1 proposal particles: ``exp`` of it is unbiased."""
         log_p = self._log_target(choices, self.target.assess)
-        log_w = log_p - self.proposal.assess(choices, *args)[0]
+        if self.rejuvenate is None:
+            log_w = log_p - self.proposal.assess(choices, *args)[0]
+        else:
+            key, k_move = jax.random.split(key)
+            start = self._move(k_move, choices)
+            log_w = (self._log_target(start, self.target.assess)
+                     - self.proposal.assess(start, *args)[0])
         keys = jax.random.split(key, self.K - 1)
         parts = jax.vmap(lambda k: self.proposal.simulate(k, *args))(keys)
         others = jax.vmap(lambda z: self._log_target(z, self.target.assess))(parts.choices)
@@ -145,6 +209,8 @@ def normalize(
     num_particles: int,
     target_args: tuple = (),
     observations: Mapping | None = None,
+    *,
+    rejuvenate=None,
 ) -> Normalize:
     """The family that samples ``target`` (normalized) by importance resampling `proposal`.
 
@@ -156,6 +222,11 @@ def normalize(
       num_particles: K >= 1, the number of proposal particles.
       target_args: the target's arguments.
       observations: choices of the target that are fixed (the data).
+      rejuvenate: an MCMC kernel (an object with ``move(key, log_density, position) ->
+        (position, acceptance_rate)``, e.g. ``pv.interop.blackjax.mala(0.1, num_steps=10)``)
+        applied to the resampled draw, targeting the posterior; None: plain SIR. It must leave
+        the posterior invariant, and be reversible for `pv.density` (module doc). Inside a
+        program its key is drawn at the site ``rejuvenate``.
 
     Returns:
       A `Normalize` generative function (see the module doc for its density estimates). Inside
@@ -198,4 +269,5 @@ def normalize(
             f"pv.normalize({target.name}, {proposal.name}, ...): num_particles={num_particles!r} "
             "must be an int >= 1."
         )
-    return Normalize(target, proposal, num_particles, target_args, observations)
+    check_kernel(f"pv.normalize({target.name}, {proposal.name}, ...)", rejuvenate)
+    return Normalize(target, proposal, num_particles, target_args, observations, rejuvenate)

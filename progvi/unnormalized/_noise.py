@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from numpyro.distributions import Distribution
 
+from ..adev.foreign import as_distribution
 from ..adev.handlers import Handler, handle, sample
 from ..adev.particles import particles
 from ..gen import Call, GenerativeFunction, simulate
@@ -29,15 +30,17 @@ class _Under(Handler):
 def draw_noise(address: str, noise, num: int) -> tuple[jax.Array, jax.Array]:
     """`num` independent noise points and their log densities, inside an expectation program.
 
-    `noise` is a numpyro distribution, drawn as one site at `address` (a point is one draw of
-    it: its batch dimensions count as event dimensions, so ``Normal(zeros(2), 1)`` gives points
-    of shape (2,) whose density is the product); or a generative function with one random
+    `noise` is a numpyro distribution (or another library's, adapted: a TFP flow), drawn as
+    one site at `address` (a point is one draw of it: its batch dimensions count as event
+    dimensions, so ``Normal(zeros(2), 1)`` gives points of shape (2,) whose density is the
+    product); or a generative function with one random
     choice (or a call of one, ``proposal(theta)``), simulated `num` times with its choice at
     ``address/...``: the point is that choice and its log density the trace's score.
 
     Returns:
       ``(ys, log_q)``: the points stacked on a leading axis of size `num`, and shape (num,).
     """
+    noise = as_noise(noise)
     if isinstance(noise, Distribution):
         point = noise.to_event()
         ys = sample(address, point.expand((num,)))
@@ -54,6 +57,7 @@ def draw_noise(address: str, noise, num: int) -> tuple[jax.Array, jax.Array]:
 
 def noise_log_prob(noise, points: jax.Array) -> jax.Array:
     """``log q`` of each of `points` (shape (n, *event)) under the noise, shape (n,)."""
+    noise = as_noise(noise)
     if isinstance(noise, Distribution):
         return noise.to_event().log_prob(points)
     call = _as_call(noise)
@@ -66,6 +70,11 @@ def noise_log_prob(noise, points: jax.Array) -> jax.Array:
         return call.gen_fn.assess(jax.tree.unflatten(treedef, [point]), *call.args)[0]
 
     return jax.vmap(log_q)(points)
+
+
+def as_noise(noise):
+    """`noise`, a distribution of another library (a TFP flow) adapted as at `pv.sample`."""
+    return as_distribution(noise, "the noise")
 
 
 def _as_call(noise) -> Call:

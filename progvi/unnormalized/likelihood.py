@@ -17,7 +17,7 @@ from ..adev.log_expectation import LogExpectationEstimator, log_expectation
 from ..gen import Call
 from ..inference import Marginal, Normalize
 from ..inference.objectives.errors import ObjectiveError
-from ._noise import check_data, draw_noise, log_density_of, noise_log_prob
+from ._noise import as_noise, check_data, draw_noise, log_density_of, noise_log_prob
 
 NOISE_LOSSES = ("variance", "forward_kl")
 
@@ -54,8 +54,8 @@ def nll(
       log_f: ``log_f(x, *model_args)``, the model's unnormalized log density of a batch of
         points (shape (n, *event)), returning shape (n,).
       data: the batch, shape (B, *event).
-      noise: $q$: a numpyro distribution, or a generative function with one random choice (or
-        a call of one); its density must be exact.
+      noise: $q$: a numpyro distribution (or a TFP one, a flow included), or a generative
+        function with one random choice (or a call of one); its density must be exact.
       estimator: the log-expectation estimator of $\log Z_\theta$; its ``num_samples`` K noise
         points are drawn per step as one site (one call of `log_f` on the K points).
       model_args: further arguments of `log_f` (the model's parameters).
@@ -87,6 +87,7 @@ def nll(
       Compositional Optimization", ICML 2023.
     """
     data = check_data("unnormalized.nll", data)
+    noise = as_noise(noise)
     _check_noise(noise)
     if noise_loss not in (None, *NOISE_LOSSES):
         raise ObjectiveError(

@@ -15,7 +15,7 @@ from .errors import check_call, check_count, explained
 def forward_kl(
     model: GenerativeFunction, guide: GenerativeFunction, obs: Mapping, num_particles: int,
     *, model_args: tuple = (), guide_args: tuple = (), proposal: GenerativeFunction | None = None,
-    proposal_args: tuple | None = None,
+    proposal_args: tuple | None = None, rejuvenate=None,
 ) -> jax.Array:
     r"""One-draw estimate of the forward KL from the posterior to the guide, through SIR.
 
@@ -45,6 +45,9 @@ def forward_kl(
       guide_args: the guide's arguments, a tuple.
       proposal: the generative function that proposes the K particles; default: the guide.
       proposal_args: its arguments, a tuple (not differentiated); default: `guide_args`.
+      rejuvenate: an MCMC kernel applied to the resampled draw (resample-move, e.g.
+        ``pv.interop.blackjax.mala(0.1, num_steps=10)``); see `pv.normalize`. The expectation
+        then bounds the KL from the rejuvenated family, which is closer to the posterior.
 
     Returns:
       A scalar: one estimate of the forward KL (in expectation, an upper bound of
@@ -83,7 +86,8 @@ def forward_kl(
         proposal_args = () if proposal_args is None else proposal_args
         check_call("forward_kl", obs, proposal_args=proposal_args)
         # Frozen target and proposal: the resampled draw and its density estimate are constants.
-        family = normalize(model, proposal, count, target_args=frozen(model_args), observations=obs)
+        family = normalize(model, proposal, count, target_args=frozen(model_args),
+                           observations=obs, rejuvenate=rejuvenate)
         tr = simulate(family, *frozen(proposal_args))
         log_q, _ = density(guide, jax.lax.stop_gradient(tr.choices), *guide_args)
         return tr.score - log_q
