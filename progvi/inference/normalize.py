@@ -55,6 +55,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -210,7 +211,7 @@ def normalize(
     target_args: tuple = (),
     observations: Mapping | None = None,
     *,
-    rejuvenate=None,
+    rejuvenate: Any = None,
 ) -> Normalize:
     """The family that samples ``target`` (normalized) by importance resampling `proposal`.
 

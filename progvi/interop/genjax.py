@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -180,7 +181,7 @@ class GenJAXFunction(GenerativeFunction):
         return f"<pv.interop.genjax {self.name}>"
 
 
-def genjax(gen_fn) -> GenerativeFunction:
+def genjax(gen_fn: Any) -> GenerativeFunction:
     """A genjax generative function (``@genjax.gen``) as a progvi generative function.
 
     Usable as the model or the guide of any progvi objective, and nested in `pv.gen` functions.
@@ -249,7 +250,7 @@ def _unwrap(gen_fn):
     return gen_fn.gen_fn if isinstance(gen_fn, GenJAXFunction) else gen_fn
 
 
-def choices_from_genjax(gen_fn, choices, *args) -> dict:
+def choices_from_genjax(gen_fn: Any, choices: Any, *args: Any) -> dict:
     """A genjax choice map of `gen_fn` (at `args`) as a progvi choice map.
 
     Each value takes the dtype progvi draws at its address: ``genjax.flip``'s booleans and the
@@ -279,7 +280,7 @@ def choices_from_genjax(gen_fn, choices, *args) -> dict:
     return _cast_like(choices, _progvi_dtypes(gen_fn, args), _name(gen_fn), "")
 
 
-def choices_to_genjax(gen_fn, choices: Mapping, *args) -> dict:
+def choices_to_genjax(gen_fn: Any, choices: Mapping, *args: Any) -> dict:
     """A progvi choice map of `gen_fn` (at `args`) as a genjax choice map.
 
     Each value takes the dtype genjax draws at its address (a ``genjax.flip`` value becomes a

@@ -291,7 +291,7 @@ def _adapt(d, where: str) -> TFPDistribution:
     return TFPDistribution(spec, leaves)
 
 
-def tfp(dist) -> TFPDistribution:
+def tfp(dist: Any) -> TFPDistribution:
     """A TFP-on-JAX distribution as a numpyro distribution that progvi's strategies accept.
 
     `pv.sample` calls it on every ``tfd`` distribution, so you rarely need it: call it to pass

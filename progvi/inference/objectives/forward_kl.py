@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 
@@ -15,7 +16,7 @@ from .errors import check_call, check_count, explained
 def forward_kl(
     model: GenerativeFunction, guide: GenerativeFunction, obs: Mapping, num_particles: int,
     *, model_args: tuple = (), guide_args: tuple = (), proposal: GenerativeFunction | None = None,
-    proposal_args: tuple | None = None, rejuvenate=None,
+    proposal_args: tuple | None = None, rejuvenate: Any = None,
 ) -> jax.Array:
     r"""One-draw estimate of the forward KL from the posterior to the guide, through SIR.
 

@@ -19,7 +19,8 @@ class EnergySamples(NamedTuple):
 
 
 def sample_energy(
-    key, log_f: Callable[..., jax.Array], init, *, kernel: Kernel, model_args: tuple = (),
+    key: jax.Array, log_f: Callable[..., jax.Array], init: jax.Array, *, kernel: Kernel,
+    model_args: tuple = (),
 ) -> EnergySamples:
     r"""Runs one MCMC chain per row of `init` on the unnormalized density ``f``.
 

@@ -68,7 +68,7 @@ class Kernel:
         factory = getattr(blackjax(self.algorithm), self.algorithm)
         return factory(log_density, inverse_mass_matrix=matrix, **dict(self.settings))
 
-    def move(self, key, log_density: Callable, position):
+    def move(self, key: jax.Array, log_density: Callable, position: Any) -> tuple[Any, jax.Array]:
         """Runs the kernel's transitions from `position`: ``(new position, mean acceptance)``.
 
         Args:
@@ -141,7 +141,7 @@ def mala(step_size: float, num_steps: int = 1) -> Kernel:
 
 
 def hmc(step_size: float, num_integration_steps: int, num_steps: int = 1,
-        inverse_mass_matrix=None) -> Kernel:
+        inverse_mass_matrix: Any = None) -> Kernel:
     """``num_steps`` transitions of Hamiltonian Monte Carlo (BlackJAX HMC, leapfrog).
 
     Args:
@@ -167,7 +167,7 @@ def hmc(step_size: float, num_integration_steps: int, num_steps: int = 1,
                   num_steps, inverse_mass_matrix)
 
 
-def nuts(step_size: float, num_steps: int = 1, inverse_mass_matrix=None,
+def nuts(step_size: float, num_steps: int = 1, inverse_mass_matrix: Any = None,
          max_num_doublings: int = 10) -> Kernel:
     """``num_steps`` transitions of the No-U-Turn sampler (BlackJAX NUTS, multinomial).
 

@@ -43,7 +43,7 @@ class NutsReference(NamedTuple):
 
 
 def nuts_reference(
-    key, log_density: Callable[[Any], jax.Array], init, num_samples: int, *,
+    key: jax.Array, log_density: Callable[[Any], jax.Array], init: Any, num_samples: int, *,
     num_warmup: int = 500, num_chains: int = 4, target_acceptance_rate: float = 0.8,
 ) -> NutsReference:
     r"""Draws from $p(z) \propto \exp(\text{log\_density}(z))$ by NUTS, adapted per chain.
