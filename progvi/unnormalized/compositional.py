@@ -64,7 +64,11 @@ class Compositional(LogExpectationEstimator):
 
 def _corrected(state, inner, log_w, rate, log_k):
     """STORM: ``u ← (1-ρ)(u + ŵ(θ_t) - ŵ(θ_{t-1})) + ρ ŵ(θ_t)``, both ŵ from the same draws."""
-    log_prev = jax.nn.logsumexp(inner.at(state.previous)) - log_k
+    first = state.weight == 0.0
+    # Before the first step there are no previous inputs (the state holds zeros, which may be
+    # outside the inner program's support): evaluate at the current ones, weighted 0 below.
+    previous = [jnp.where(first, x, p) for x, p in zip(inner.inputs, state.previous, strict=True)]
+    log_prev = jax.nn.logsumexp(inner.at(previous)) - log_k
     shift = jnp.maximum(jnp.maximum(state.log_u, log_w), log_prev)
     u = jnp.exp(state.log_u - shift)
     w = jnp.exp(log_w - shift)
@@ -74,7 +78,6 @@ def _corrected(state, inner, log_w, rate, log_k):
     # The floor in log space: rate * w can underflow in the shifted scale.
     log_corrected = shift + jnp.log(jnp.maximum(corrected, 0.0))
     floor = jnp.log(rate) + log_w
-    first = state.weight == 0.0
     return jnp.where(first, log_w, jnp.maximum(log_corrected, floor))
 
 
