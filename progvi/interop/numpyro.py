@@ -20,7 +20,6 @@ marked ``infer={"enumerate": "parallel"}`` that is not given a value is summed o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 
 import jax
@@ -270,9 +269,9 @@ class NumPyroModel(GenerativeFunction):
         The model runs once under ``numpyro.handlers.seed``, as numpyro's ``SVI.init`` runs a
         guide, and with the key that ``SVI(...).init(key, ...)`` gives the guide, so an
         autoguide's params start where SVI's start (init functions that draw, such as
-        ``init_to_uniform``, draw the same values). Each value is mapped to the unconstrained space of its ``constraint=``
-        with numpyro's ``biject_to(constraint).inv``; that is what `fit` optimizes. Read the
-        constrained values with `constrained_params`.
+        ``init_to_uniform``, draw the same values). Each value is mapped to the unconstrained
+        space of its ``constraint=`` with numpyro's ``biject_to(constraint).inv``; that is
+        what `fit` optimizes. Read the constrained values with `constrained_params`.
 
         Args:
           key: a `jax.random` key.

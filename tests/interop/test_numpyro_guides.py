@@ -13,8 +13,7 @@ import optax
 import pytest
 from numpyro import handlers
 from numpyro.distributions import constraints
-from numpyro.infer import SVI, Trace_ELBO
-from numpyro.infer import autoguide
+from numpyro.infer import SVI, Trace_ELBO, autoguide
 
 import progvi as pv
 
