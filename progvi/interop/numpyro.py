@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-from numpyro.distributions import constraints
+from numpyro.distributions import TransformedDistribution, constraints
 from numpyro.distributions.transforms import biject_to
 from numpyro.primitives import Messenger
 
@@ -282,7 +282,7 @@ class NumPyroModel(GenerativeFunction):
 
         Examples:
           >>> import jax, numpyro, numpyro.distributions as dist, progvi as pv
-          >>> from numpyro.distributions import constraints
+          >>> from numpyro.distributions import TransformedDistribution, constraints
           >>> def guide():
           ...     scale = numpyro.param("scale", 2.0, constraint=constraints.positive)
           ...     numpyro.sample("mu", dist.Normal(0.0, scale))
@@ -392,6 +392,15 @@ class NumPyroModel(GenerativeFunction):
                         "out exactly for each datapoint."
                     )
                 strategy = enum_parallel
+            elif isinstance(fn, TransformedDistribution):
+                # Drawn as its base distribution at the site's address, then transformed:
+                # numpyro keeps some transforms' params in their static structure (the network
+                # of AutoIAFNormal), where a primitive cannot carry them, and E_eps[f(T(eps))]
+                # is the same expectation, its transforms differentiated pathwise.
+                value = sample(name, fn.base_dist)
+                for transform in fn.transforms:
+                    value = transform(value)
+                return value, False
             return sample(name, fn, strategy), False
 
         answer, retval = self._run(latent, args)
