@@ -25,6 +25,7 @@ from .primitive import bind_sample
 from .reinforce import reinforce
 from .reparam import reparam
 from .state import Sink, init_states
+from .static import hide, strip
 from .strategy import Strategy, check_strategy
 from .validation import reraise, validated, validating
 
@@ -185,7 +186,7 @@ class Expectation:
         # Under jax.disable_jit, lax.scan would unroll its body while tracing, one site per
         # iteration at the same address; the interpreter runs the program without jit anyway.
         with jax.disable_jit(False):
-            closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*args)
+            closed, out_shape = jax.make_jaxpr(program, return_shape=True)(*hide(args))
         if not isinstance(out_shape, jax.ShapeDtypeStruct):
             raise ProgramError(
                 f"expectation program {self.__name__!r} returned {jax.tree.structure(out_shape)}; "
@@ -210,7 +211,7 @@ class Expectation:
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, args))):
             # Inside a transformation: a jit boundary here would make JAX trace the program
             # twice (its value and its JVP) when the caller differentiates.
-            return self._estimate(key, *args)
+            return self._estimate(key, *hide(args))
         return self._jit("estimate", lambda: self._estimate)(key, *args)
 
     def init_state(self, *args) -> dict:
@@ -276,7 +277,7 @@ class Expectation:
                 "the initial states)."
             )
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((key, state, args))):
-            return self._evaluate(key, state, *args)
+            return self._evaluate(key, state, *hide(args))
         return self._jit("evaluate", lambda: self._evaluate)(key, state, *args)
 
     def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
@@ -323,7 +324,10 @@ class Expectation:
         if name not in self._jitted:
             fn = build()
             # A fresh function for each setting: jax.jit caches traces by function identity.
-            self._jitted[name] = _reraising(jax.jit(lambda *args: fn(*args)))
+            # Callable leaves of the arguments (an equinox module's activation) travel in the
+            # structure; a gradient with respect to one is None.
+            jitted = jax.jit(lambda *args: fn(*args))
+            self._jitted[name] = _reraising(lambda *args: strip(jitted(*hide(args))))
         return self._jitted[name]
 
     def _check_key(self, key, method: str) -> None:

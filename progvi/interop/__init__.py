@@ -11,6 +11,8 @@ from .numpyro import ModelError as ModelError
 from .numpyro import NumPyroModel as NumPyroModel
 from .numpyro import numpyro as numpyro
 from .numpyro_chain import numpyro_chain as numpyro_chain
+from .posterior import posterior_samples as posterior_samples
+from .posterior import to_arviz as to_arviz
 from .tfp import TFPDistribution as TFPDistribution
 from .tfp import TFPError as TFPError
 from .tfp import tfp as tfp
@@ -28,6 +30,8 @@ __all__ = [
     "genjax",
     "numpyro",
     "numpyro_chain",
+    "posterior_samples",
     "tfp",
+    "to_arviz",
     "trace_from_genjax",
 ]

@@ -24,6 +24,7 @@ import optax
 
 from ..adev.errors import ProgviError
 from ..adev.keys import check_key
+from ..adev.static import hide, reveal
 from ..adev.validation import validating
 from .estimators import Estimator
 from .progress import Progress, describe
@@ -131,9 +132,10 @@ def fit(
       key: a `jax.random` key; every draw and every shuffle derives from it. A resumed fit
         must be given the key of the run it resumes.
       objective: a ``@pv.expectation`` program returning a scalar.
-      params: the initial parameters, any pytree of arrays; with `resume`, None (or the
-        resumed result's params, or, for a checkpoint, the initial params of the run, whose
-        structure rebuilds the saved state).
+      params: the initial parameters, any pytree of arrays (an equinox or flax.nnx module
+        included: an equinox module's functions are carried along, not fitted); with
+        `resume`, None (or the resumed result's params, or, for a checkpoint, the initial
+        params of the run, whose structure rebuilds the saved state).
       optimizer: any optax gradient transformation; those that take the loss
         (`optax.contrib.reduce_on_plateau`, `optax.polyak_sgd`, `optax.lbfgs`) receive it,
         and `optax.lookahead` works with ``optax.LookaheadParams`` as params.
@@ -314,7 +316,7 @@ def _start(resume, params, key_data, init, num_data):
                 "continues from result's params."
             )
         _check_key(resume.key, key_data, "the resumed FitResult")
-        state = TrainState(resume.params, resume.opt_state, resume.estimator_state,
+        state = TrainState(hide(resume.params), resume.opt_state, resume.estimator_state,
                            jnp.asarray(resume.step, jnp.int32))
         history = [np.asarray(resume.history)]
         metrics = {name: [np.asarray(v)] for name, v in resume.metrics.items()}
@@ -377,7 +379,8 @@ def _joined(metrics):
 
 def _result(state, history, metrics, key_data, order, interrupted=False):
     return FitResult(
-        params=state.params, opt_state=state.opt_state, estimator_state=state.estimator_state,
+        params=reveal(state.params), opt_state=state.opt_state,
+        estimator_state=state.estimator_state,
         history=_concatenated(history),
         metrics=_joined(metrics), step=int(state.step), key=key_data, order=order,
         interrupted=interrupted,
@@ -451,7 +454,7 @@ def _check_arguments(key, params, resume, extra_args, callback, **counts):
     check_key(key, "pv.fit(key, objective, params, optimizer, ...)",
               "pv.fit(jax.random.key(0), objective, params, optimizer, direction=..., ...)")
     if params is not None and resume is None:
-        check_params(params, "fit")
+        check_params(hide(params), "fit")
     for name, count in counts.items():
         if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
             raise TypeError(

@@ -11,6 +11,7 @@ import optax
 
 from ..adev.errors import ProgramError
 from ..adev.state import mean_over_axis0, metric_mean
+from ..adev.static import hide
 from .estimators import Estimator
 from .sharding import constrain, data_sharding
 
@@ -26,7 +27,7 @@ ARGUMENT = "estimator="  # where the state of make_step's `estimator=` argument 
 class TrainState(NamedTuple):
     """Everything a training step reads and writes."""
 
-    params: Any  # the parameters being fitted (any pytree of arrays)
+    params: Any  # the parameters being fitted (functions in them wrapped in a callable Static)
     opt_state: Any  # the optax optimizer's state
     estimator_state: Any  # the states of the stateful estimators, a dict keyed by address
     step: jax.Array  # the number of updates applied so far (int32 scalar)
@@ -122,6 +123,8 @@ def make_step(
         return (estimator.read(estimator.init() if states is None else states[ARGUMENT]),)
 
     def init(params, batch=None, *extra) -> TrainState:
+        # An equinox module's functions travel in the structure, so the state is all arrays.
+        params = hide(params)
         check_params(params, "make_step(...).init")
         # Python floats would enter as weakly typed arrays and leave the first step strongly
         # typed; fixing the types here keeps a jitted step on one compilation.
