@@ -4,8 +4,8 @@
 estimated as an expectation of its own: the sample sites of ``fn`` for datapoint ``i`` see the
 rest of *that term* as their continuation, so a REINFORCE term for ``z_i`` multiplies ``fn``'s
 value at datapoint ``i`` only (per-datapoint Rao-Blackwellization), a learned baseline of
-``z_i`` is regressed on that value, and strategies that need a
-continuation (enumeration, MVD, leave-one-out) work for each datapoint. Sites outside the plate
+``z_i`` is regressed on that value, and strategies that need a continuation (enumeration, MVD,
+leave-one-out) work for each datapoint. Sites outside the plate
 (global latents) see the whole program as usual.
 
 By linearity of expectation this is unbiased when the program uses the plate's value linearly
