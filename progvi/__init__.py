@@ -11,6 +11,7 @@ from .adev import Enum as Enum
 from .adev import Evaluation as Evaluation
 from .adev import Expectation as Expectation
 from .adev import InnerEstimates as InnerEstimates
+from .adev import LearnedBaseline as LearnedBaseline
 from .adev import LeaveOneOut as LeaveOneOut
 from .adev import Local as Local
 from .adev import LogExpectationEstimator as LogExpectationEstimator
@@ -26,6 +27,7 @@ from .adev import enum as enum
 from .adev import enum_chain as enum_chain
 from .adev import enum_parallel as enum_parallel
 from .adev import expectation as expectation
+from .adev import learned_baseline as learned_baseline
 from .adev import leave_one_out as leave_one_out
 from .adev import log_expectation as log_expectation
 from .adev import mvd as mvd

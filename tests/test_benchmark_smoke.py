@@ -90,3 +90,29 @@ def test_chain_enum_benchmark_runs_at_a_tiny_size(tmp_path):
     written = out.read_text()
     assert written == text
     assert "| 10 |" in written and "under load" in written
+
+
+def test_sbn_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
+    bench = _load_benchmark("sbn_grad")
+    out = tmp_path / "result.md"
+    rows, checks, stds, text = bench.main(
+        ["--quick", "--batch-sizes", "8", "--synthetic", "--estimates", "5",
+         "--baseline-steps", "4", "--check-batch", "8", "--particles", "3", "--out", str(out)]
+    )
+
+    assert [r.batch_size for r in rows] == [8]
+    estimators = ["reinforce", "moving_average", "learned", "vimco", "mvd"]
+    names = {f"{n}/{impl}" for n in estimators for impl in ("progvi", "jax")}
+    assert set(rows[0].median_ms) == names | {"reinforce/numpyro"}
+    assert all(ms > 0 for ms in rows[0].median_ms.values())
+    assert [c.name for c in checks] == [*estimators, "numpyro (reinforce)"]
+    assert all(c.passed for c in checks), checks
+    # With another key's draws the gradients differ: the check discriminates.
+    assert all(c.other_draws_error > 0.1 for c in checks), checks
+    assert set(stds) == {*estimators, "numpyro (reinforce)"}
+    assert all(s > 0 for s in stds.values())
+    written = out.read_text()
+    assert written == text
+    # Batch 8 has a row in the timing table and one in the first-call table.
+    assert len([line for line in written.splitlines() if line.startswith("| 8 |")]) == 2
+    assert "variance x ms" in written and "jax:" in written

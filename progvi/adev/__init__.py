@@ -22,6 +22,8 @@ from .handlers import dispatch as dispatch
 from .handlers import handle as handle
 from .handlers import independent as independent
 from .handlers import sample as sample
+from .learned_baseline import LearnedBaseline as LearnedBaseline
+from .learned_baseline import learned_baseline as learned_baseline
 from .leave_one_out import LeaveOneOut as LeaveOneOut
 from .leave_one_out import leave_one_out as leave_one_out
 from .log_expectation import InnerEstimates as InnerEstimates

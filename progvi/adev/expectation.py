@@ -21,6 +21,7 @@ from .errors import AddressError, ProgramError, SampleOutsideProgramError, Strat
 from .handlers import _STACK, Handler, active, dispatch
 from .interpreter import Frame, State, finish, run
 from .keys import check_key, shown
+from .learned_baseline import learned_field
 from .primitive import bind_sample
 from .reinforce import reinforce
 from .reparam import reparam
@@ -138,6 +139,7 @@ class Evaluation(NamedTuple):
     value: jax.Array  # the estimate
     state: dict  # the estimator states for the next step, by address
     metrics: dict  # the values recorded with `pv.report`, by name
+    aux_loss: jax.Array = 0.0  # Σ squared errors of the learned baselines: minimized by training
 
 
 class Expectation:
@@ -267,7 +269,10 @@ class Expectation:
         estimate (differentiable in `args` like `estimate`'s), the estimator states for the next
         step (see `estimate_with_state`; `state` None means the initial ones), and the metrics
         the program recorded with `pv.report` (dict by name). Neither the states nor the metrics
-        carry a gradient.
+        carry a gradient. ``Evaluation.aux_loss`` is the program's auxiliary loss: the squared
+        errors of its learned baselines (`pv.learned_baseline`) against the terms their scores
+        multiply, 0 without any. Its gradient trains the baselines' parameters; `fit` and
+        `make_step` minimize it beside the objective, whichever the direction.
         """
         self._check_key(key, "evaluate")
         if state is not None and not isinstance(state, dict):
@@ -282,6 +287,10 @@ class Expectation:
 
     def grad(self, key, *args, argnums: int | tuple[int, ...] = 0):
         """An unbiased estimate of the gradient of the expectation with respect to `argnums`.
+
+        It is the objective's gradient alone: a learned baseline (`pv.learned_baseline`) enters
+        the estimate stopped, so its parameters get zero here; its training gradient is that of
+        ``evaluate(...).aux_loss``.
 
         Examples:
           >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
@@ -396,7 +405,8 @@ def _make_estimate(program: Expectation):
         ret, dret = run(closed.jaxpr, closed.consts, duals, Frame(key, states=states),
                         State(sink=sink), finish)
         before = init_states(closed.jaxpr) if states is None else states
-        return (ret, dret), ({**before, **sink.finish(ret)}, sink.metrics)
+        loss = sink.aux_loss(ret)
+        return (ret, dret), loss, ({**before, **sink.finish(ret)}, sink.metrics)
 
     @jax.custom_jvp
     def estimate(key, *args):
@@ -410,19 +420,19 @@ def _make_estimate(program: Expectation):
 
     @jax.custom_jvp
     def estimate_with_aux(key, states, *args):
-        (ret, _), aux = evaluate(key, states, args, None)
-        return ret, aux
+        (ret, _), (loss, _), aux = evaluate(key, states, args, None)
+        return ret, loss, aux
 
     def estimate_with_aux_jvp(primals, tangents):
         key, states, *args = primals
-        (ret, dret), aux = evaluate(key, states, tuple(args), tuple(tangents[2:]))
-        return (ret, aux), (dret, jax.tree.map(_zero_tangent, aux))
+        (ret, dret), (loss, dloss), aux = evaluate(key, states, tuple(args), tuple(tangents[2:]))
+        return (ret, loss, aux), (dret, dloss, jax.tree.map(_zero_tangent, aux))
 
     estimate_with_aux.defjvp(estimate_with_aux_jvp, symbolic_zeros=True)
 
     def evaluated(key, states, *args):
-        value, (new, metrics) = estimate_with_aux(key, states, *args)
-        return Evaluation(value, new, metrics)
+        value, loss, (new, metrics) = estimate_with_aux(key, states, *args)
+        return Evaluation(value, new, metrics, loss)
 
     return estimate, evaluated
 
@@ -508,7 +518,8 @@ def with_strategies(program: Expectation, strategies: Mapping[str, Strategy]) ->
     Patterns are addresses as they appear in the program's trace, with ``*`` globs
     (``"enc/*"``). An exact address wins over a glob; among globs the first listed wins. Overrides
     apply even where the program names a strategy, and an outer `with_strategies` wins over an
-    inner one.
+    inner one. A learned baseline (`pv.learned_baseline`) cannot be given here, since its value
+    is computed inside the program: attach it at the site.
 
     Examples:
       >>> import jax, jax.numpy as jnp, numpyro.distributions as dist, progvi as pv
@@ -539,6 +550,15 @@ def with_strategies(program: Expectation, strategies: Mapping[str, Strategy]) ->
                 f"with_strategies: the strategy for {pattern!r} is {strategy!r}, not a gradient "
                 "strategy. Use pv.reparam, pv.reinforce, pv.enum, pv.mvd, pv.leave_one_out or a "
                 "pv.Strategy subclass."
+            )
+        if learned_field(strategy) is not None:
+            raise StrategyError(
+                f"with_strategies: the strategy for {pattern!r} holds a learned baseline, but "
+                "the mapping is built outside the program, where the baseline's value (computed "
+                "in the program from params) does not exist yet. Attach it at the site instead: "
+                "pv.sample(address, d, strategy=pv.reinforce(baseline=pv.learned_baseline(b))), "
+                "choosing it with a Python flag of the program if it varies; with_strategies "
+                "can still switch that site to another strategy."
             )
     # Outer overrides are applied after (below) inner ones, so they win.
     return Expectation(program.fn, program.overrides + (dict(strategies),))

@@ -30,6 +30,9 @@ from ._compat import Literal, bind_equation, is_batched, jaxpr_as_fun, sub_jaxpr
 from .addresses import address_salt
 from .enum import Enum, support_size
 from .errors import ProgramError, StrategyError
+from .learned_baseline import check_site as check_learned_site
+from .learned_baseline import check_value as check_learned_value
+from .learned_baseline import learned_field
 from .primitive import lift, sample_p, unflatten
 from .state import INITS, read, register
 from .strategy import Continuation, instantiate_tangent, stateful_field
@@ -364,16 +367,31 @@ def sample_rule(eqn, invals, frame, state, kont):
     if state.pure:
         draw = lift(lambda k, xs, _: unflatten(treedef, xs)[0].sample(k), levels)
         return kont([(draw(frame.key, leaves, tangents), None)], state)
+    learned = learned_field(strategy)
+    if learned is not None:
+        check_learned_site(address, strategy, state)
     if strategy.is_local:
 
         def local(key, xs, ts):
             d, s, _ = unflatten(treedef, xs)
-            loc = s(**stateless).local(key, d, unflatten(treedef, ts)[0])
+            if learned is None:
+                fixed, baseline = {}, (None, None)
+            else:
+                # The site sees the learned baseline stopped, which keeps its estimate unbiased;
+                # its dual number leaves for the squared error of the term's value.
+                b = getattr(s, learned).value
+                check_learned_value(address, b)
+                fixed = {learned: jax.lax.stop_gradient(b)}
+                baseline = (b, getattr(unflatten(treedef, ts)[1], learned).value)
+            loc = s(**stateless, **fixed).local(key, d, unflatten(treedef, ts)[0])
             if loc.score is None:
-                return loc.value, loc.tangent, None, None
-            return loc.value, loc.tangent, loc.score, loc.score * loc.baseline
+                return loc.value, loc.tangent, None, None, baseline
+            return loc.value, loc.tangent, loc.score, loc.score * loc.baseline, baseline
 
-        value, tangent, score, offset = lift(local, levels)(frame.key, leaves, tangents)
+        value, tangent, score, offset, baseline = lift(local, levels)(
+            frame.key, leaves, tangents)
+        if learned is not None:
+            state.sink.learned.append(baseline)
         if score is not None:
             state = state._replace(
                 score=_add(state.score, jnp.sum(score)), offset=_add(state.offset, jnp.sum(offset))

@@ -3,8 +3,9 @@
 ``pv.plate(fn, *args)`` is ``Σ_i fn(*args_i)`` over the leading axis of `args`. Each term is
 estimated as an expectation of its own: the sample sites of ``fn`` for datapoint ``i`` see the
 rest of *that term* as their continuation, so a REINFORCE term for ``z_i`` multiplies ``fn``'s
-value at datapoint ``i`` only (per-datapoint Rao-Blackwellization), and strategies that need a
-continuation (enumeration, MVD, leave-one-out) work for each datapoint. Sites outside the plate
+value at datapoint ``i`` only (per-datapoint Rao-Blackwellization), a learned baseline of
+``z_i`` is regressed on that value, and strategies that need a continuation (enumeration, MVD,
+leave-one-out) work for each datapoint. Sites outside the plate
 (global latents) see the whole program as usual.
 
 By linearity of expectation this is unbiased when the program uses the plate's value linearly
@@ -27,7 +28,7 @@ from ._compat import Primitive, ShapedArray, hoist_consts
 from .errors import ProgramError
 from .handlers import active
 from .interpreter import RULES, State, finish, run
-from .state import Sink, mean_over_axis0, metric_mean, write, write_metric
+from .state import Sink, mean_over_axis0, metric_mean, write, write_loss, write_metric
 
 plate_p = Primitive("progvi_plate")
 plate_p.multiple_results = False
@@ -135,11 +136,15 @@ def plate_rule(eqn, invals, frame, state, kont):
         sink = Sink()
         state_i = State(pure=state.pure, sink=sink, plate=True)
         ret, dret = run(params["jaxpr"], (), consts + list(args), term_frame, state_i, finish)
-        return ret, dret, sink.finish(ret), sink.metrics
+        # Its learned baselines are regressed on its own value.
+        loss = sink.aux_loss(ret) if sink.learned or sink.losses else None
+        return ret, dret, sink.finish(ret), sink.metrics, loss
 
     dual_axes = [(a, None if t is None else a) for (_, t), a in zip(args, axes, strict=True)]
-    rets, drets, states, metrics = jax.vmap(term, in_axes=(0, dual_axes))(
+    rets, drets, states, metrics, losses = jax.vmap(term, in_axes=(0, dual_axes))(
         jnp.arange(params["size"]), args)
+    if losses is not None:
+        write_loss(state, (jnp.sum(losses[0]), jnp.sum(losses[1])))
     # A state read by every datapoint moves by the mean of their updates; a metric is the mean.
     for address, new_state in mean_over_axis0(states).items():
         write(state, address, new_state)

@@ -20,7 +20,11 @@ from .strategy import Local, Strategy
 
 @dataclasses.dataclass(frozen=True)
 class Reinforce(Strategy):
-    """Score-function gradient; ``baseline`` may be a constant or a value computed earlier."""
+    """Score-function gradient; ``baseline`` may be a constant or a value computed earlier.
+
+    It may also be a `pv.train.Estimator` (a moving average, kept as estimator state) or a
+    `pv.learned_baseline` (a value computed from params, trained by its squared error).
+    """
 
     baseline: Any = 0.0
     name = "reinforce"

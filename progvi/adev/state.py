@@ -52,6 +52,8 @@ class Sink:
         self.writes: dict[str, Any] = {}
         self.followers: dict[str, tuple[Estimator, Any]] = {}  # updated from the final value
         self.metrics: dict[str, Any] = {}  # the values given to `pv.report`
+        self.learned: list[tuple[Any, Any]] = []  # (b, db) of learned baselines of this term
+        self.losses: list[tuple[Any, Any]] = []  # auxiliary losses of finished inner terms
 
     def finish(self, value) -> dict[str, Any]:
         """The new states: those written, and each follower updated from `value`."""
@@ -59,6 +61,17 @@ class Sink:
         new = {a: est.update(value, state) for a, (est, state) in self.followers.items()}
         new.update(self.writes)
         return new
+
+
+    def aux_loss(self, value) -> tuple[Any, Any]:
+        """The dual number of this run's auxiliary loss: the squared errors of its learned
+        baselines against the term's final `value`, plus those of its inner terms."""
+        from .learned_baseline import squared_error
+
+        loss, tangent = squared_error(value, self.learned)
+        for inner, inner_tangent in self.losses:
+            loss, tangent = loss + inner, tangent + inner_tangent
+        return loss, tangent
 
 
 def read(frame_states, address: str, initial: Callable[[], Any]):
@@ -92,6 +105,20 @@ def write(run_state, address: str, new_state) -> None:
             "pv.log_expectation its own address=..."
         )
     sink.writes[address] = jax.tree.map(jax.lax.stop_gradient, new_state)
+
+
+def write_loss(run_state, loss) -> None:
+    """Adds the auxiliary loss (a dual number) of an inner term (one plate) to this run's."""
+    if run_state.pure:
+        return
+    if run_state.barrier is not None or run_state.sink is None:
+        raise ProgramError(
+            f"a pv.plate whose terms hold learned baselines is "
+            f"{run_state.barrier or 'in a run that keeps no state'}, where their squared errors "
+            "cannot leave the program. Move the plate out (before that site, outside the loop, "
+            "branch or inner program)."
+        )
+    run_state.sink.losses.append(loss)
 
 
 def write_metric(run_state, name: str, value) -> None:
@@ -156,4 +183,5 @@ def metric_mean(metrics):
             for name, value in metrics.items()}
 
 
-__all__ = ["Estimator", "Sink", "init_states", "mean_over_axis0", "read", "register", "write"]
+__all__ = ["Estimator", "Sink", "init_states", "mean_over_axis0", "read", "register", "write",
+           "write_loss"]

@@ -3,6 +3,7 @@
 from .checkpoint import latest_step as latest_step
 from .estimators import Estimator as Estimator
 from .estimators import MovingAverageState as MovingAverageState
+from .estimators import learned_baseline as learned_baseline
 from .estimators import moving_average_baseline as moving_average_baseline
 from .fit import FitResult as FitResult
 from .fit import NonFiniteError as NonFiniteError
@@ -20,6 +21,7 @@ __all__ = [
     "TrainStep",
     "fit",
     "latest_step",
+    "learned_baseline",
     "make_step",
     "moving_average_baseline",
 ]

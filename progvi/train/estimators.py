@@ -12,7 +12,9 @@ functions,
 * ``update(value, state) -> state``: the next state, from the value of the term it multiplies.
 
 A step reads the state *before* it draws and updates it *after*, so the baseline never depends
-on that step's random choices, which keeps the REINFORCE estimate unbiased.
+on that step's random choices, which keeps the REINFORCE estimate unbiased. A baseline computed
+by a network of parameters is not state but a learned quantity: `learned_baseline` (defined in
+`progvi.adev.learned_baseline`, re-exported here) trains it by its squared error.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
+from ..adev.learned_baseline import learned_baseline
 from ..adev.state import Estimator
 
 
@@ -88,4 +91,4 @@ def moving_average_baseline(decay: float = 0.9) -> Estimator:
     return Estimator(init=init, read=read, update=update)
 
 
-__all__ = ["Estimator", "MovingAverageState", "moving_average_baseline"]
+__all__ = ["Estimator", "MovingAverageState", "learned_baseline", "moving_average_baseline"]

@@ -55,7 +55,10 @@ def make_step(
     The step draws one estimate of the objective and its gradient with respect to the params,
     hands the gradient (negated when maximizing) to the optax `optimizer`, and moves every
     stateful estimator of the program (`pv.compositional`, a moving-average baseline, your
-    own) to its next state. The objective is called as
+    own) to its next state. The parameters of learned baselines (`pv.learned_baseline`) are
+    trained on the program's auxiliary loss, their squared errors, which the step adds to the
+    loss it minimizes in either direction (``sign * objective + aux_loss``, the sign -1 for
+    ``"maximize"``). The objective is called as
 
     ``objective.estimate_with_state(key, states, params, batch, *extra)``
 
@@ -156,21 +159,22 @@ def make_step(
                                    own)
 
         def loss(params):
-            value, new_states, metrics = value_of(params)
+            value, new_states, metrics, aux_loss = value_of(params)
             # The sign seeds the backward pass, so maximizing costs no extra pass over the grads.
-            return sign * value, (value, new_states, metrics)
+            # The auxiliary loss (learned baselines' squared errors) is minimized in either
+            # direction; the objective's gradient for the baselines' params is zero.
+            return sign * value + aux_loss, (aux_loss, value, new_states, metrics)
 
         # optax.lookahead trains LookaheadParams: the gradient is taken at the fast params.
         lookahead = isinstance(state.params, optax.LookaheadParams)
         at = state.params.fast if lookahead else state.params
-        (signed, (value, new_states, metrics)), grads = jax.value_and_grad(
+        (total, (_, value, new_states, metrics)), grads = jax.value_and_grad(
             loss, has_aux=True)(at)
         extra_args = {}
         if isinstance(optimizer, optax.GradientTransformationExtraArgs):
             # Transformations that need the loss (reduce_on_plateau, polyak_sgd, lbfgs) get
             # it; value_fn re-estimates it with the same key and batch, as a line search needs.
-            extra_args = dict(value=signed, grad=grads,
-                              value_fn=lambda p: sign * value_of(p)[0])
+            extra_args = dict(value=total, grad=grads, value_fn=lambda p: loss(p)[0])
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra_args)
         missing = sorted(set(new_states) - set(own))
         if missing:
@@ -216,17 +220,19 @@ def program_states(objective, per_datapoint, params, batch, est_args, extra):
 
 
 def objective_value(objective, per_datapoint, key, params, batch, est_args, extra, states=None):
-    """``(estimate, next states, metrics)`` on one batch: see `make_step` for how it is called."""
+    """``(estimate, next states, metrics, auxiliary loss)`` on one batch; see `make_step`."""
     name = getattr(objective, "__name__", repr(objective))
     evaluate = getattr(objective, "evaluate", None)
 
     def one(key, *data):
         if evaluate is None:
-            return objective.estimate(key, params, *data, *est_args, *extra), {}, {}
-        return tuple(evaluate(key, states, params, *data, *est_args, *extra))
+            zero = jnp.zeros((), jnp.result_type(float))
+            return objective.estimate(key, params, *data, *est_args, *extra), {}, {}, zero
+        out = evaluate(key, states, params, *data, *est_args, *extra)
+        return out.value, out.state, out.metrics, jnp.asarray(out.aux_loss)
 
     if not per_datapoint:
-        value, new_states, metrics = one(key, *(() if batch is None else (batch,)))
+        value, new_states, metrics, aux_loss = one(key, *(() if batch is None else (batch,)))
         if jnp.shape(value) != ():
             given = ("" if batch is None else " (given a batch of shape(s) "
                      f"{[tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(batch)]})")
@@ -236,14 +242,14 @@ def objective_value(objective, per_datapoint, key, params, batch, est_args, extr
                 "If it scores each datapoint of the batch, pass per_datapoint=True with a "
                 "program for one datapoint, or return jnp.mean of the values."
             )
-        return value, new_states, metrics
+        return value, new_states, metrics, aux_loss
     if batch is None:
         raise ValueError(
             f"per_datapoint=True but no batch was given for objective {name!r}: pass data "
             "(fit) or a batch (the step), or set per_datapoint=False."
         )
     size = _leading_size(batch)
-    values, new_states, metrics = jax.vmap(one)(jax.random.split(key, size), batch)
+    values, new_states, metrics, aux_losses = jax.vmap(one)(jax.random.split(key, size), batch)
     if values.shape != (size,):
         shapes = [tuple(jnp.shape(leaf)[1:]) for leaf in jax.tree.leaves(batch)]
         raise ProgramError(
@@ -253,7 +259,8 @@ def objective_value(objective, per_datapoint, key, params, batch, est_args, extr
             "if the data has the wrong shape (e.g. (N, 3) where the program takes a scalar x), "
             "reshape it; if the program scores several values per datapoint, return their sum."
         )
-    return jnp.mean(values), mean_over_axis0(new_states), metric_mean(metrics)
+    return (jnp.mean(values), mean_over_axis0(new_states), metric_mean(metrics),
+            jnp.mean(aux_losses))
 
 
 def _leading_size(batch) -> int:
