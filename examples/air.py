@@ -559,10 +559,12 @@ def main(argv=None) -> dict:
                 f"{args.num_images} training scenes, batch {args.batch_size}")
     best = max(results, key=lambda n: results[n]["accuracy"])
     shown = slice(0, min(8, args.held_out))
-    counts, latents, canvases, _ = evaluate(eval_key, trained[best], test_images[shown])
+    # The whole held-out set (the shape the evaluations compiled), then its first few scenes.
+    _, latents, canvases, _ = jax.tree.map(lambda a: np.asarray(a)[shown],
+                                           evaluate(eval_key, trained[best], test_images))
     recon_png = args.out / "air_reconstructions.png"
-    plot_reconstructions(recon_png, test.images[shown], np.asarray(canvases),
-                         jax.tree.map(np.asarray, latents), test.counts[shown], args.side,
+    plot_reconstructions(recon_png, test.images[shown], canvases, latents, test.counts[shown],
+                         args.side,
                          f"{best}: held-out scenes (top) and reconstructions (bottom) with "
                          "the inferred windows")
     print(f"wrote {curves_png} and {recon_png}")
