@@ -8,7 +8,7 @@ keep the brighter pixel. One seed fixes the whole data set.
 
     >>> scenes = make_scenes(digit_images("digits"), 4, side=32, seed=0)
     >>> scenes.images.shape, scenes.images.dtype, scenes.counts.tolist()
-    ((4, 32, 32), dtype('float32'), [2, 0, 1, 2])
+    ((4, 32, 32), dtype('float32'), [2, 1, 1, 0])
 """
 
 from __future__ import annotations
