@@ -54,7 +54,7 @@ class LearnedBaseline:
         return cls(*children)
 
 
-def learned_baseline(value) -> LearnedBaseline:
+def learned_baseline(value: Any) -> LearnedBaseline:
     r"""Marks `value` as a learned REINFORCE baseline, trained by its squared error.
 
     Use it as ``pv.reinforce(baseline=pv.learned_baseline(b))``.

@@ -21,6 +21,7 @@ marked ``infer={"enumerate": "parallel"}`` that is not given a value is summed o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -263,7 +264,7 @@ class NumPyroModel(GenerativeFunction):
         jax.eval_shape(nesting, *args)
         return self._run(latent, args, check, nesting=probe[0])
 
-    def init_params(self, key, *args) -> dict:
+    def init_params(self, key: jax.Array, *args: Any) -> dict:
         """The initial values of the model's ``numpyro.param`` sites, unconstrained.
 
         The model runs once under ``numpyro.handlers.seed``, as numpyro's ``SVI.init`` runs a
@@ -308,7 +309,7 @@ class NumPyroModel(GenerativeFunction):
                 params[name] = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), value)
         return params
 
-    def constrained_params(self, params, *args) -> dict:
+    def constrained_params(self, params: dict, *args: Any) -> dict:
         """The values of the ``numpyro.param`` sites in their constrained spaces.
 
         `params` are the unconstrained values that `init_params` creates and `fit` optimizes

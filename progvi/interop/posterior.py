@@ -9,6 +9,7 @@ into chains and draws.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -17,7 +18,8 @@ from ..gen.choices import paths
 from ..gen.generative_function import GenerativeFunction
 
 
-def posterior_samples(key, guide: GenerativeFunction, *args, num_samples: int = 1000) -> dict:
+def posterior_samples(key: jax.Array, guide: GenerativeFunction, *args: Any,
+                      num_samples: int = 1000) -> dict:
     """Draws `num_samples` sets of choices from a guide: a dict for `Predictive`.
 
     Args:
@@ -61,7 +63,7 @@ def posterior_samples(key, guide: GenerativeFunction, *args, num_samples: int = 
 
 
 def to_arviz(samples: Mapping, *, num_chains: int = 1, observed_data: Mapping | None = None,
-             posterior_predictive: Mapping | None = None):
+             posterior_predictive: Mapping | None = None) -> Any:
     """Posterior samples as ArviZ data (chains, draws, observed data), for ``az.summary``.
 
     Args:

@@ -508,8 +508,8 @@ def test_missing_genjax_names_the_extra(monkeypatch):
 def genjax_cone():
     x = genjax.normal_reparam(0.0, 10.0) @ "x"
     y = genjax.normal_reparam(0.0, 10.0) @ "y"
-    r = jnp.sqrt(x**2 + y**2)
-    genjax.normal_reparam(x**2 + y**2, 0.1 + r / 100.0) @ "z"
+    r2 = x**2 + y**2
+    genjax.normal_reparam(r2, 0.1 + r2 / 100.0) @ "z"
 
 
 @genjax.gen
