@@ -1,5 +1,6 @@
 """progvi: programmable variational inference for JAX."""
 
+from . import diagnostics as diagnostics
 from . import interop as interop
 from . import train as train
 from . import unnormalized as unnormalized
@@ -39,6 +40,11 @@ from .adev import report as report
 from .adev import sample as sample
 from .adev import validation as validation
 from .adev import with_strategies as with_strategies
+from .diagnostics import CandidateStats as CandidateStats
+from .diagnostics import StrategyChoice as StrategyChoice
+from .diagnostics import StrategyComparison as StrategyComparison
+from .diagnostics import choose_strategies as choose_strategies
+from .diagnostics import compare_strategies as compare_strategies
 from .gen import Call as Call
 from .gen import ChoiceError as ChoiceError
 from .gen import CombinatorError as CombinatorError

@@ -57,6 +57,9 @@ class Frame(NamedTuple):
     key: Any  # this jaxpr's key; an equation draws from fold_in(key, salt of its addresses)
     loop: str | None = None  # the loop whose body is being interpreted, if any
     states: Any = None  # the estimator states of this step, by address (None: initial ones)
+    # (held key, salts): the top-level equations whose salt is not in salts draw from the held key
+    # instead of `key` (a variance diagnostic varies one site's draws, holding the others).
+    pin: Any = None
 
 
 def contains_sample(eqn) -> bool:
@@ -223,6 +226,12 @@ def run(jaxpr, consts, args: list[Dual], frame: Frame, state: State, kont: Kont)
         env[var] = value
     plan = _plan(jaxpr)
     keys = _site_keys(frame.key, plan.salts) if plan.salts else []
+    if frame.pin is not None and plan.salts:
+        held, varied = frame.pin
+        held_keys = _site_keys(held, plan.salts)
+        keys = [k if salt in varied else h
+                for k, h, salt in zip(keys, held_keys, plan.salts, strict=True)]
+        frame = frame._replace(pin=None)
     return _run_from(jaxpr, plan, 0, env, keys, frame, state, kont)
 
 
