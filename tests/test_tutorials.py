@@ -1,4 +1,5 @@
-"""The tutorials in docs/tutorials/ are jupytext notebooks with a title, each in the site's nav.
+"""The tutorials in docs/tutorials/ (and the notebook pages in docs/) are jupytext notebooks
+with a title, each in the site's nav.
 
 Cheap checks only: the notebooks are executed by the docs build (``mkdocs build --strict`` in
 scripts/test.sh), where a cell that raises fails the build; here nothing is run.
@@ -7,13 +8,14 @@ scripts/test.sh), where a cell that raises fails the build; here nothing is run.
 from __future__ import annotations
 
 import ast
-import fnmatch
 import pathlib
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
+DOCS = ROOT / "docs"
+TUTORIALS = sorted((DOCS / "tutorials").glob("*.py"))
+NOTEBOOKS = sorted(DOCS.glob("*.py")) + TUTORIALS  # docs/hooks/ holds mkdocs hooks, not pages
 
 try:
     import jupytext
@@ -51,8 +53,12 @@ def test_there_are_tutorials():
     assert len(TUTORIALS) >= 8, [p.name for p in TUTORIALS]
 
 
-@pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.name)
-def test_tutorial_is_a_notebook_with_a_title(path):
+def _page(path: pathlib.Path) -> str:
+    return path.relative_to(DOCS).as_posix()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_page)
+def test_notebook_has_a_kernel_a_title_and_prose(path):
     notebook = jupytext.read(path)
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3", (
         f"{path.name}: its jupytext header must name the python3 kernel")
@@ -68,22 +74,26 @@ def test_tutorial_is_a_notebook_with_a_title(path):
         ast.parse(cell.source, filename=str(path))  # a syntax error names the file and line
 
 
-def test_every_tutorial_is_in_the_nav_and_every_nav_entry_exists():
+def test_every_notebook_is_in_the_nav_and_every_nav_entry_exists():
     nav = _nav_paths(_config()["nav"])
-    listed = {p for p in nav if p.startswith("tutorials/")}
-    present = {f"tutorials/{p.name}" for p in TUTORIALS}
-    assert present - listed == set(), f"tutorials missing from mkdocs.yml's nav: {present - listed}"
+    listed = {p for p in nav if p.endswith(".py")}
+    present = {_page(p) for p in NOTEBOOKS}
+    assert present - listed == set(), f"notebooks missing from mkdocs.yml's nav: {present - listed}"
     assert listed - present == set(), f"nav entries without a file: {listed - present}"
+    missing = [p for p in nav if not (DOCS / p).is_file()]
+    assert not missing, f"nav entries without a file: {missing}"
 
 
-def test_tutorials_are_executed_and_errors_fail_the_build():
+def test_notebooks_are_executed_and_errors_fail_the_build():
     plugin = _jupyter_plugin()
     assert plugin.get("allow_errors") is False
     assert plugin.get("kernel_name") == "python3"
     assert plugin.get("cache") is False  # outputs of the progvi being built, never older ones
     patterns = plugin["include"]
-    for path in TUTORIALS:
-        assert any(fnmatch.fnmatch(f"tutorials/{path.name}", p) for p in patterns), path.name
+    for path in NOTEBOOKS:
+        # mkdocs-jupyter matches its patterns against the end of the file's path.
+        tail = path.relative_to(ROOT).as_posix()
+        assert any(pathlib.PurePath(tail).match(p) for p in patterns), _page(path)
     # The default of `execute` (PROGVI_DOCS_EXECUTE unset, as in CI's strict build) is to run.
     text = (ROOT / "mkdocs.yml").read_text()
     assert "execute: !ENV [PROGVI_DOCS_EXECUTE, true]" in text

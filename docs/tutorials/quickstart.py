@@ -131,3 +131,7 @@ right.set_title("Exact posterior and fitted guide")
 right.legend()
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Next: [objectives as programs](objectives.py) compares the ELBO with other bounds on
+# $\log p(x)$, and [strategies](strategies.py) changes how the gradient is estimated.
