@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/env.sh dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn
 export JAX_PLATFORMS=cpu
 echo "== ruff"
-.venv/bin/ruff check progvi tests examples benchmarks docs/tutorials
+.venv/bin/ruff check progvi tests examples benchmarks docs
 echo "== pytest"
 set +e
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal --doctest-modules progvi tests "$@"
