@@ -60,6 +60,9 @@ class Frame(NamedTuple):
     # (held key, salts): the top-level equations whose salt is not in salts draw from the held key
     # instead of `key` (a variance diagnostic varies one site's draws, holding the others).
     pin: Any = None
+    # The keys of this jaxpr's top-level rule equations, by index, when derived beforehand (the
+    # runs of a log-expectation get theirs in one split per site); None: from `key`.
+    site_keys: Any = None
 
 
 def contains_sample(eqn) -> bool:
@@ -217,6 +220,18 @@ def _site_keys(key, salts):
     return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, np.asarray(salts, np.uint32))
 
 
+def run_keys(jaxpr, key, num_runs: int):
+    """The site keys of `num_runs` independent runs of `jaxpr`, shape (num_runs, sites), or None
+    when it has no rule equations: for each site, its key ``fold_in(key, salt)`` split in
+    `num_runs`. One fold_in and one split per site, against a split and then a fold_in per run
+    and site (threefry hashes are a visible part of a step whose runs are small)."""
+    salts = _plan(jaxpr).salts
+    if not salts:
+        return None
+    per_site = [jax.random.split(k, num_runs) for k in _site_keys(key, salts)]
+    return jnp.stack(per_site, axis=1)
+
+
 def run(jaxpr, consts, args: list[Dual], frame: Frame, state: State, kont: Kont):
     """Interprets `jaxpr` on dual `args`, then passes its outputs to `kont`."""
     env = {}
@@ -225,7 +240,10 @@ def run(jaxpr, consts, args: list[Dual], frame: Frame, state: State, kont: Kont)
     for var, value in zip(jaxpr.invars, args, strict=True):
         env[var] = value
     plan = _plan(jaxpr)
-    keys = _site_keys(frame.key, plan.salts) if plan.salts else []
+    if frame.site_keys is not None:
+        keys, frame = frame.site_keys, frame._replace(site_keys=None)
+    else:
+        keys = _site_keys(frame.key, plan.salts) if plan.salts else []
     if frame.pin is not None and plan.salts:
         held, varied = frame.pin
         held_keys = _site_keys(held, plan.salts)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from ._compat import ClosedJaxpr, Primitive, ShapedArray, batching
 from .errors import AddressError, ProgramError
 from .handlers import Handler, active, handle
-from .interpreter import RULES, Frame, State, finish, run
+from .interpreter import RULES, Frame, State, finish, run, run_keys
 from .primitive import unflatten
 from .state import INITS, read, write
 from .strategy import _flatten, _unflatten, instantiate_tangent
@@ -226,11 +226,14 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
     estimator = unflatten(params["estimator"], [x for x, _ in est_duals])
     tangent = unflatten(params["estimator"], [instantiate_tangent(x, t) for x, t in est_duals])
     current = read(frame.states, address, lambda: estimator.init(_shapes(inputs)))
-    keys = jax.random.split(frame.key, estimator.num_samples)
+    # Per run, the keys of the inner program's sites (or, without sites, a key per run).
+    keys = run_keys(jaxpr.jaxpr, frame.key, estimator.num_samples)
+    if keys is None:
+        keys = jax.random.split(frame.key, estimator.num_samples)
     primal_inputs = [x for x, _ in inputs]
 
     def plain(key, xs):  # one run without tangents: its log-weight
-        run_frame = Frame(key, states=frame.states)
+        run_frame = _run_frame(key, frame)
         return run(jaxpr.jaxpr, jaxpr.consts, [(x, None) for x in xs], run_frame,
                    State(pure=True), finish)[0]
 
@@ -251,8 +254,8 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
                 r = jnp.exp(v - shift)
                 return finish([(r, None if dv is None else r * dv)], st)
 
-            r, dr = run(jaxpr.jaxpr, jaxpr.consts, inputs, Frame(key, states=frame.states),
-                        inner_state, shifted)
+            r, dr = run(jaxpr.jaxpr, jaxpr.consts, inputs, _run_frame(key, frame), inner_state,
+                        shifted)
             return shift + jnp.log(r), dr / r
 
         log_w, dlog_w = _over_runs(dual, keys, shifts)
@@ -268,6 +271,13 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
             )
         write(state, address, next_state)
     return kont([(value, None if state.pure else dvalue)], state)
+
+
+def _run_frame(keys, frame) -> Frame:
+    """The frame of one run: `keys` are its sites' keys (`run_keys`), or its key if it has none."""
+    if keys.ndim == 0:
+        return Frame(keys, states=frame.states)
+    return Frame(keys[0], states=frame.states, site_keys=keys)
 
 
 def _over_runs(fn, keys, *xs):
