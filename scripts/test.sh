@@ -6,13 +6,21 @@ scripts/env.sh dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn
 export JAX_PLATFORMS=cpu
 echo "== ruff"
 .venv/bin/ruff check progvi tests examples benchmarks docs
-echo "== pytest"
+# The docs build executes the notebooks, one at a time: it runs beside pytest so that the two
+# cores stay busy (its log is printed when it ends; a warning fails it, --strict).
+docs_log="$(mktemp)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)" >"$docs_log" 2>&1 &
+docs_pid=$!
+echo "== pytest (mkdocs build --strict beside it)"
 set +e
 .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal --doctest-modules progvi tests "$@"
 rc=$?
+wait "$docs_pid"
+docs_rc=$?
 set -e
+echo "== mkdocs build --strict"
+cat "$docs_log"
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
 [ "$rc" -eq 0 ] || exit "$rc"
-echo "== mkdocs build --strict"
-NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$(mktemp -d)"
+[ "$docs_rc" -eq 0 ] || { echo "mkdocs build failed" >&2; exit "$docs_rc"; }
 echo "== all checks passed"

@@ -11,8 +11,9 @@ def test_the_air_epoch_benchmark_runs_without_pyro(tmp_path, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "air.md"
-    rows, pyro, text = bench.main(["--side", "16", "--batch-size", "8", "--steps", "2",
-                                   "--estimators", "reinforce,mvd", "--epoch-size", "800",
+    rows, pyro, text = bench.main(["--side", "12", "--max-objects", "1", "--batch-size", "4",
+                                   "--steps", "2", "--estimators", "reinforce,mvd",
+                                   "--epoch-size", "800",
                                    "--pyro-python", str(tmp_path / "no-such-python"),
                                    "--out", str(out)])
     assert pyro is None and set(rows) == {"reinforce", "mvd"}
@@ -20,5 +21,5 @@ def test_the_air_epoch_benchmark_runs_without_pyro(tmp_path, capsys):
         assert 0 < per_step < compile_s + 60 and compile_s > 0
     assert out.read_text() == text
     assert "| reinforce |" in text and "| not run |" in text and "n/a (no MVD in Pyro)" in text
-    assert "an epoch = 100 steps" in text
+    assert "an epoch = 200 steps" in text  # 800 images, batch 4
     assert "make_env.sh" in capsys.readouterr().err

@@ -36,6 +36,13 @@ def tiny(air):
     return cfg, air.init_params(jax.random.key(0), cfg)
 
 
+@pytest.fixture(scope="module")
+def single(air):
+    """At most one object: the gradient tests' size (each compiles an estimator)."""
+    cfg = air.Config(side=12, steps=1, pres_prior=0.3)
+    return cfg, air.init_params(jax.random.key(0), cfg)
+
+
 def test_scenes_are_reproducible_and_hold_their_counts(air):
     data = air.air_data
     digits = data.digit_images("digits")
@@ -144,8 +151,8 @@ def test_absent_objects_are_masked_out_of_both_densities(air, tiny):
 
 @pytest.mark.parametrize("name", ["reinforce", "reinforce-lb", "enum", "mvd", "hybrid",
                                   "iwae-reinforce", "iwae-mvd", "rws"])
-def test_every_estimator_gives_a_finite_gradient(air, tiny, name):
-    cfg, params = tiny
+def test_every_estimator_gives_a_finite_gradient(air, single, name):
+    cfg, params = single
     if name == "reinforce-lb" and not air.has_learned_baseline():
         with pytest.raises(ValueError, match="needs pv.learned_baseline"):
             air.objective(name, cfg)
@@ -170,10 +177,10 @@ def test_every_estimator_gives_a_finite_gradient(air, tiny, name):
         assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(part)) > 0, name
 
 
-def test_the_presence_estimators_agree_on_the_gradient(air, tiny):
+def test_the_presence_estimators_agree_on_the_gradient(air, single):
     """REINFORCE, MVD and enumeration estimate one gradient: the means of the presence
     logit's bias gradient agree within standard errors (|z| < 4, fixed seeds)."""
-    cfg, params = tiny
+    cfg, params = single
     scenes = air.air_data.make_scenes(air.air_data.digit_images("digits"), 8, side=cfg.side,
                                       seed=2)
     image = jnp.asarray(scenes.images[np.argmax(scenes.counts)])

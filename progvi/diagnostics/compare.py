@@ -123,6 +123,7 @@ class StrategyComparison:
         """
         try:
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import NullFormatter
         except ImportError as err:
             raise ImportError(
                 "StrategyComparison.plot needs matplotlib: pip install matplotlib (or "
@@ -142,11 +143,12 @@ class StrategyComparison:
         ):
             axis.barh(names, [max(v, 1e-30) for v in values], color="tab:blue")
             axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(NullFormatter())  # labels only at the decades
             axis.set_xlabel(label)
         ax[0].set_ylabel("candidate")
         ax[1].set_yticklabels([])
-        ax[0].set_title("variance of one estimate")
-        ax[1].set_title("work-normalized variance (lower is better)")
+        ax[0].set_title("variance")
+        ax[1].set_title("variance × time (lower is better)")
         fig.tight_layout()
         return fig
 
@@ -405,9 +407,9 @@ def _error(mean, stderr, exact) -> float:
 
 def _seconds(s: float) -> str:
     if s < 1e-3:
-        return f"{s * 1e6:.0f} µs"
+        return f"{s * 1e6:.3g} µs"
     if s < 1.0:
-        return f"{s * 1e3:.2f} ms"
+        return f"{s * 1e3:.3g} ms"
     return f"{s:.2f} s"
 
 
