@@ -38,7 +38,8 @@ def test_unnormalized_step_benchmark_runs_at_a_tiny_size(tmp_path):
     bench = _load_benchmark("unnormalized_step")
     out = tmp_path / "result.md"
     rows, checks, text = bench.main(
-        ["--quick", "--batch-sizes", "16", "--check-batch", "8", "--out", str(out)]
+        ["--quick", "--batch-sizes", "16", "--check-batch", "8", "--seconds", "0.05",
+         "--out", str(out)]
     )
 
     assert [r.batch_size for r in rows] == [16]
@@ -96,7 +97,8 @@ def test_sbn_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
     bench = _load_benchmark("sbn_grad")
     out = tmp_path / "result.md"
     rows, checks, stds, text = bench.main(
-        ["--quick", "--batch-sizes", "8", "--synthetic", "--estimates", "5",
+        ["--quick", "--batch-sizes", "8", "--synthetic", "--estimates", "5", "--reps", "2",
+         "--budget", "0.3",
          "--baseline-steps", "4", "--check-batch", "8", "--particles", "3", "--out", str(out)]
     )
 
