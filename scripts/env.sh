@@ -30,5 +30,13 @@ echo "== creating .venv with $("$py" --version) ($extras)"
 rm -rf .venv
 "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]"
+if [ "$extras" = "dev,examples,docs,checkpoint,tfp,genjax,blackjax,numpyro,nn" ]; then
+  # Every extra: constraints.txt pins exactly that environment, so install the pins as they
+  # are (no resolver run), then the package, and check that nothing is missing.
+  .venv/bin/python -m pip install -q --no-deps -r constraints.txt
+  .venv/bin/python -m pip install -q --no-deps -e .
+  .venv/bin/python -m pip check
+else
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]"
+fi
 echo "$want" > "$stamp"
