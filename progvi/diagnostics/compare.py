@@ -94,7 +94,7 @@ class StrategyComparison:
         best = self[self.best].score
         exact = any(row.error is not None for row in self.rows)
         head = ["candidate", "variance"]
-        head += [f"variance from {self.focus}"] if self.focus is not None else []
+        head += [f"variance from `{self.focus}`"] if self.focus is not None else []
         head += ["time / estimate", "variance × time", "× best"]
         head += ["max \\|z\\|"] if exact else []
         head += ["variance by site (fraction)"]
