@@ -5,9 +5,11 @@ enumeration dimension of its own to the left of every plate (as ``numpyro.contri
 ``enum`` handler lays it), so every factor downstream of it is a table over its values. The
 model's log density with the site summed out is then a sum-product: for the sites of one
 connected group (factors that share enumeration dimensions) and the plates ``P`` those sites are
-in, each factor is first summed over its plates outside ``P`` (independent datapoints multiply),
-the factors are added, the enumeration dimensions are log-sum-exp'd away, and the result is summed
-over ``P``. Each datapoint's variable is summed independently: the cost is ``K·N``, not ``K^N``.
+in, each factor is first summed over its plates outside ``P`` (independent datapoints multiply);
+then the sites are eliminated one at a time in the order they were sampled (the factors that
+touch a site are added and its dimension is log-sum-exp'd away), and the rest is summed over
+``P``. Each datapoint's variable is summed independently: the cost is ``K·N``, not ``K^N``; a
+chain of sites (a ``markov`` loop) costs ``K²`` per step, not ``K^T``.
 
 References:
   Obermeyer, Bingham, Jankowiak, Chen, Pradhan & Goodman, "Tensor Variable Elimination for
@@ -96,12 +98,17 @@ def contract(factors, variables, nesting: int, error):
                 "sites it touches. Subsample every plate around them, or none."
             )
         (plates,) = plate_sets
-        table = jnp.zeros(())
-        for f in members:
-            outside = [d for d in range(-nesting, 0) if d not in plates]
-            table = table + _sum_over(f.log_density, outside)
-        summed = logsumexp(table, axis=tuple(sorted(dims)), keepdims=True)
-        total = total + jnp.sum(_scaled(summed, members[0].scale))
+        outside = [d for d in range(-nesting, 0) if d not in plates]
+        tables = [_sum_over(f.log_density, outside) for f in members]
+        # One variable at a time, in the order the model sampled them: a chain (a markov loop)
+        # never holds more than two states' table, so its cost is linear in its length.
+        for variable in variables:
+            if variable.dim not in dims:
+                continue
+            touching = [t for t in tables if variable.dim in enum_dims(t, nesting)]
+            tables = [t for t in tables if variable.dim not in enum_dims(t, nesting)]
+            tables.append(logsumexp(sum(touching), axis=variable.dim, keepdims=True))
+        total = total + jnp.sum(_scaled(sum(tables), members[0].scale))
     return total
 
 

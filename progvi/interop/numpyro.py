@@ -21,6 +21,7 @@ marked ``infer={"enumerate": "parallel"}`` that is not given a value is summed o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -36,6 +37,8 @@ from ..gen.choices import check_finite, choice_value, extra, missing, site_key
 from ..gen.generative_function import GenerativeFunction
 from ..gen.trace import Trace
 from ._numpyro_enum import Factor, Variable, contract
+
+MAX_DIMS = 64  # the most dimensions an array can have (numpy's limit, which jax shares)
 
 
 class ModelError(ProgviError, ValueError):
@@ -63,10 +66,12 @@ class _Answer(Messenger):
     """
 
     def __init__(self, model: NumPyroModel, latent: Callable, params, check: bool,
-                 nesting: int | None = None):
+                 nesting: int | None = None, sum_scans: bool = False):
         super().__init__()
         self.model, self.latent, self.params, self.check = model, latent, params, check
         self.nesting = nesting  # the plate dimensions to keep enumeration dims left of
+        self.sum_scans = sum_scans  # whether a scan's states are summed out (assess)
+        self.in_scan = False  # while a scan's body runs under `numpyro_chain`
         self.choices: dict = {}
         self.auxiliary: dict = {}
         self.deterministic: dict = {}
@@ -77,7 +82,9 @@ class _Answer(Messenger):
         self.batch_ndim = 0
 
     def process_message(self, msg):
-        if msg["type"] == "param":
+        if self.in_scan:
+            self._in_scan(msg)
+        elif msg["type"] == "param":
             msg["value"] = self._param(msg)
         elif msg["type"] == "plate":
             self._plate(msg)
@@ -86,6 +93,72 @@ class _Answer(Messenger):
         elif msg["type"] == "deterministic":
             self._note(msg["name"], "recorded")
             self.deterministic[msg["name"]] = msg["value"]
+        elif msg["type"] == "control_flow":
+            self._control_flow(msg)
+
+    def _control_flow(self, msg):
+        # numpyro_chain imports this module's ModelError, so it is imported here.
+        from .numpyro_chain import chain_log_marginal
+
+        fn_name = getattr(msg["fn"], "__name__", type(msg["fn"]).__name__)
+        if fn_name != "scan_wrapper":
+            raise ModelError(
+                f"{self.model.name} uses a numpyro control-flow primitive ({fn_name}) that the "
+                "adapter does not run. Write the loop as a Python loop, or the model with "
+                "pv.scan."
+            )
+        body, init, xs, length, reverse = msg["args"]
+        where = f"numpyro's scan({getattr(body, '__name__', 'body')}) in {self.model.name}"
+        if not self.sum_scans:
+            raise ModelError(
+                f"{where}: the adapter sums a scan's discrete states out exactly (the forward "
+                "algorithm, in assess and pv.density), but it does not draw them or read them "
+                "from a choice map (simulate, generate, or the scan in a guide). Use the model "
+                "for its density, or write the chain with pv.scan, whose states can be drawn."
+            )
+        if reverse or msg["kwargs"].get("history", 1) != 1:
+            raise ModelError(
+                f"{where} has reverse={reverse} and history={msg['kwargs'].get('history', 1)}; "
+                "the adapter sums out chains run forwards with history=1 (a first-order Markov "
+                "state). Reverse xs yourself, or write a higher-order chain's state as a tuple."
+            )
+        if msg["kwargs"].get("substitute_stack"):
+            raise ModelError(
+                f"{where} is inside numpyro.handlers.condition or substitute, which would give "
+                "its sites values that the summed-out chain does not read. Observe inside the "
+                "scan's body with obs=."
+            )
+        self.in_scan = True
+        try:
+            log_marginal = chain_log_marginal(body, init, xs, length,
+                                              self.nesting if self.variables else None)
+        finally:
+            self.in_scan = False
+        if jnp.shape(log_marginal) != ():
+            raise ModelError(
+                f"{where}: the summed-out chain has shape {jnp.shape(log_marginal)}, not a "
+                "scalar: its body depends on a site enumerated outside it, which the adapter "
+                "does not sum jointly with the chain. Give that site a value (a guide), or move "
+                "it into the chain's state."
+            )
+        self.factors.append((Factor(where, log_marginal, None), False))
+        # numpyro replays the sites of the returned trace: none, as they are summed out.
+        msg["value"] = ((length, None, None), (SimpleNamespace(trace={}), None))
+
+    def _in_scan(self, msg):
+        from .numpyro_chain import SEEN
+
+        used = msg.get(SEEN)
+        if used is not None and any(
+                now is not then for now, then in
+                zip((msg["fn"], msg["value"], msg.get("scale"), msg.get("mask")), used,
+                    strict=True)):
+            raise ModelError(
+                f"site {msg['name']!r} in the scan of {self.model.name} is changed by a numpyro "
+                "handler outside the scan (scale, mask, condition or substitute) after the "
+                "summed-out chain has scored it. Put the handler inside the scan's body, on its "
+                "observed sites."
+            )
 
     def _note(self, name, verb="sampled"):
         if name in self.seen:
@@ -167,9 +240,19 @@ class _Answer(Messenger):
                 "scalar values to sum over. Remove the mark, or enumerate a discrete site."
             )
         dim = -self.nesting - 1 - len(self.variables)
+        if -dim > MAX_DIMS:
+            raise ModelError(
+                f"site {name!r} in {self.model.name} is enumerated site number "
+                f"{len(self.variables) + 1}: each takes an array dimension of its own, left of "
+                f"the {self.nesting} plate dimensions, and arrays have at most {MAX_DIMS}. Write a "
+                "long chain (a markov loop) with numpyro.contrib.control_flow.scan, which is "
+                "summed out at any length, or with pv.scan."
+            )
         values = fn.enumerate_support(expand=False).reshape(-1)
-        plates = frozenset(d - len(fn.batch_shape) for d, s in enumerate(fn.batch_shape)
-                           if s != 1)
+        # Its plates: the batch dimensions right of -nesting (those left of it are the
+        # enumeration dimensions of earlier sites it depends on, as in a chain).
+        shape = fn.batch_shape
+        plates = frozenset(d for d in range(-min(self.nesting, len(shape)), 0) if shape[d] != 1)
         self.variables.append(Variable(name, dim, plates))
         return values.reshape((-1,) + (1,) * (-dim - 1))
 
@@ -240,9 +323,9 @@ class NumPyroModel(GenerativeFunction):
             )
         return args[0], args[1:]
 
-    def _run(self, latent, args, check=False, nesting=None):
+    def _run(self, latent, args, check=False, nesting=None, sum_scans=False):
         params, args = self._split(args)
-        answer = _Answer(self, latent, params, check, nesting)
+        answer = _Answer(self, latent, params, check, nesting, sum_scans)
         with answer:
             retval = self.model_fn(*args)
         return answer, retval
@@ -250,7 +333,7 @@ class NumPyroModel(GenerativeFunction):
     def _run_enumerated(self, latent, args, check):
         """A run whose enumerated sites are summed out, with the plate nesting found first."""
         try:
-            return self._run(latent, args, check)
+            return self._run(latent, args, check, sum_scans=True)
         except _NeedsNesting:
             pass
         probe = []
@@ -259,10 +342,10 @@ class NumPyroModel(GenerativeFunction):
             return fn.sample(jax.random.key(0), sample_shape), False
 
         def nesting(*args):
-            probe.append(self._run(draw, args)[0].batch_ndim)
+            probe.append(self._run(draw, args, sum_scans=True)[0].batch_ndim)
 
         jax.eval_shape(nesting, *args)
-        return self._run(latent, args, check, nesting=probe[0])
+        return self._run(latent, args, check, nesting=probe[0], sum_scans=True)
 
     def init_params(self, key: jax.Array, *args: Any) -> dict:
         """The initial values of the model's ``numpyro.param`` sites, unconstrained.

@@ -20,30 +20,55 @@ from ..adev.chain import enum_chain
 from ..adev.handlers import sample
 from .numpyro import ModelError
 
+SEEN = "_progvi_chain_seen"  # the key of a body's message that records what the chain used
+
 
 class _Step(Messenger):
     """One run of the body: the latent site to the chain, observed sites to the log weight."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, batch_ndim: int | None):
         super().__init__()
-        self.name = name
+        self.name, self.batch_ndim = name, batch_ndim
         self.log_weight = jnp.zeros(())
 
     def process_message(self, msg):
         if msg["type"] == "sample":
+            self._check_batch(msg)
             if msg["is_observed"]:
                 log_density = msg["fn"].log_prob(msg["value"])
                 if msg.get("scale") is not None:
                     log_density = msg["scale"] * log_density
                 self.log_weight = self.log_weight + jnp.sum(log_density)
             else:
+                if msg.get("scale") is not None or msg.get("mask") is not None:
+                    raise ModelError(
+                        f"pv.interop.numpyro_chain({self.name}): the state {msg['name']!r} is "
+                        "scaled or masked (numpyro.handlers.scale or mask), which the forward "
+                        "algorithm cannot apply to a transition. Scale or mask only the "
+                        "observed sites."
+                    )
                 msg["value"] = sample(msg["name"], msg["fn"])
+            # What the chain used: an outer messenger that changes it later is refused.
+            msg[SEEN] = (msg["fn"], msg["value"], msg.get("scale"), msg.get("mask"))
         elif msg["type"] in ("param", "control_flow"):
             what = "numpyro.param" if msg["type"] == "param" else "a nested scan"
             raise ModelError(
                 f"pv.interop.numpyro_chain({self.name}): the transition calls {what} "
                 f"({msg.get('name')!r}); a chain's body samples its state and observes. Pass "
                 "parameters by closure (their gradients flow), and nest no loops in the body."
+            )
+
+
+    def _check_batch(self, msg):
+        # Dimensions left of the enclosing model's plates are the enumeration dimensions of
+        # sites outside the chain: summing the step's log weight over them would be wrong.
+        shape = jnp.shape(msg["fn"].log_prob(msg["value"])) if msg["is_observed"] else ()
+        ndim = max(len(msg["fn"].batch_shape), len(shape))
+        if self.batch_ndim is not None and ndim > self.batch_ndim:
+            raise ModelError(
+                f"pv.interop.numpyro_chain({self.name}): site {msg['name']!r} depends on a site "
+                "enumerated outside the chain, which is not summed jointly with it. Give that "
+                "site a value (a guide), or move it into the chain's state."
             )
 
 
@@ -80,10 +105,15 @@ def numpyro_chain(transition: Callable, init: Any, xs: Any = None, *,
       >>> print(f"{log_px:.4f}")
       -5.0136
     """
+    return chain_log_marginal(transition, init, xs, length)
+
+
+def chain_log_marginal(transition, init, xs, length, batch_ndim=None):
+    """`numpyro_chain`, refusing body sites with more than `batch_ndim` batch dimensions."""
     name = getattr(transition, "__name__", "transition")
 
     def step(carry, x):
-        messenger = _Step(name)
+        messenger = _Step(name, batch_ndim)
         with messenger:
             out = transition(carry, x)
         if not (isinstance(out, tuple | list) and len(out) == 2):

@@ -133,8 +133,9 @@ def test_pinned_estimate_with_every_site_varied_is_the_estimate():
     key, held = jax.random.key(3), jax.random.key(4)
     expected = three_coins.grad(key, THETA)
     got = grad(key, held, THETA)
+    # The same draws and arithmetic compiled as another program: equal up to rounding.
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-6)
     # Holding every site: the estimate no longer depends on `key`.
     hold_all = pinned_grad(three_coins, frozenset(), 0)
     a, b = hold_all(jax.random.key(5), held, THETA), hold_all(jax.random.key(6), held, THETA)
