@@ -9,17 +9,21 @@ gradient in all parameters, as one jitted ``jax.value_and_grad``:
 | `enum_chain` | `pv.enum_chain(step, start, xs)`: the forward algorithm, linear in T |
 | `scan` | `pv.scan(step).assess({"x": xs}, ...)` with the enumerated state left out: the same |
 | `by_hand` | the forward algorithm written directly with `jax.lax.scan` |
-| `exponential` | today's form: a Python loop of `pv.enum_parallel` sites, value p(x|z); K^T paths |
+| `exponential` | a Python loop of `pv.enum_parallel` sites, value p(x|z); K^T paths |
+| `numpyro_scan` | a NumPyro model with `contrib.control_flow.scan`, `pv.interop.numpyro(...).assess` |
+| `numpyro_markov` | a NumPyro model with a `markov` loop, the same: its sites eliminated one by one |
 
 For each length the table gives the compile time (trace, lower, XLA compile) and the median run
 time of the compiled function over `--reps` calls. A form whose compile and first run take more
 than `--budget` seconds is not run at greater lengths (the exponential form multiplies its cost
-by K per step). The linear forms run at every length of both lists. Check: at every length each
+by K per step). The exponential form runs at `--exponential-lengths` only, the `markov` loop at
+`--markov-lengths` only (it takes an array dimension per step: at most 64). The linear forms run at every length of both lists. Check: at every length each
 form's value and gradient agree with `by_hand` (max error relative to their scale < 1e-3, which
 float32 meets at 10,000 steps; the values are summed over all steps).
 
 Usage: python benchmarks/chain_enum.py [--lengths 10,100,1000,10000]
-       [--exponential-lengths 2,4,6,8,10,12,14] [--reps 5] [--budget 30] [--out FILE]
+       [--exponential-lengths 2,4,6,8,10,12,14] [--markov-lengths 2,4,6,8,10,12,14,60]
+       [--reps 5] [--budget 30] [--note TEXT] [--out FILE]
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
+from numpyro.contrib.control_flow import scan as numpyro_scan_loop
+from numpyro.contrib.funsor import markov
 
 import progvi as pv
 
@@ -109,7 +116,35 @@ def exponential(params, xs):
     return jnp.log(likelihood.estimate(jax.random.key(0), params))
 
 
-FORMS = {"enum_chain": enum_chain, "scan": scan, "by_hand": by_hand, "exponential": exponential}
+def _numpyro_state(params, name, z):
+    return numpyro.sample(name, dist.Categorical(logits=params["logits"][z]),
+                          infer={"enumerate": "parallel"})
+
+
+def numpyro_scan(params, xs):
+    def transition(z, x):
+        z = _numpyro_state(params, "z", z)
+        numpyro.sample("x", _emission(params, z), obs=x)
+        return z, None
+
+    def hmm(xs):
+        numpyro_scan_loop(transition, START, xs)
+
+    return pv.interop.numpyro(hmm).assess({}, xs)[0]
+
+
+def numpyro_markov(params, xs):
+    def hmm(xs):
+        z = START
+        for t in markov(range(xs.shape[0])):
+            z = _numpyro_state(params, f"z{t}", z)
+            numpyro.sample(f"x{t}", _emission(params, z), obs=xs[t])
+
+    return pv.interop.numpyro(hmm).assess({}, xs)[0]
+
+
+FORMS = {"enum_chain": enum_chain, "scan": scan, "by_hand": by_hand, "exponential": exponential,
+         "numpyro_scan": numpyro_scan, "numpyro_markov": numpyro_markov}
 
 
 class Timing(NamedTuple):
@@ -138,12 +173,15 @@ def _error(out, reference):
     return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b, strict=True)) / scale
 
 
-def run(lengths, exponential_lengths, reps, budget):
-    """{length: {form: Timing}}; forms past their budget are left out at greater lengths."""
+def run(lengths, limited, reps, budget):
+    """{length: {form: Timing}}; forms past their budget are left out at greater lengths.
+
+    `limited` maps the forms that run at some lengths only to those lengths.
+    """
     params = make_params()
     rows: dict[int, dict[str, Timing]] = {}
     stopped: set[str] = set()
-    for length in sorted(set(lengths) | set(exponential_lengths)):
+    for length in sorted(set(lengths).union(*limited.values())):
         xs = make_data(length)
         row = {}
         reference = None
@@ -151,7 +189,7 @@ def run(lengths, exponential_lengths, reps, budget):
         for name in names:
             if name in stopped:
                 continue
-            if name == "exponential" and length not in exponential_lengths:
+            if name in limited and length not in limited[name]:
                 continue
             start = time.perf_counter()
             compile_s, run_ms, out = measure(FORMS[name], params, xs, reps)
@@ -164,14 +202,13 @@ def run(lengths, exponential_lengths, reps, budget):
     return rows
 
 
-def render(rows, reps, budget):
+def render(rows, reps, budget, note):
     names = list(FORMS)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Exact enumeration of an HMM: cost against length",
         "",
-        f"Measured under load (a shared machine; compare columns of one run, not absolute "
-        f"numbers): {now}, jax {jax.__version__}, backend {jax.default_backend()}, "
+        f"{note} {now}, jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{platform.machine()}, K = {K} states, median of {reps} runs, budget {budget} s.",
         "Each cell: compile s / run ms of one jitted value and gradient of log p(x). "
         "`-`: not run (past the budget at a shorter length, or not asked for).",
@@ -191,14 +228,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="10,100,1000,10000")
     parser.add_argument("--exponential-lengths", default="2,4,6,8,10,12,14")
+    parser.add_argument("--markov-lengths", default="2,4,6,8,10,12,14,60")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--note", default="Measured on a quiet machine:")
     parser.add_argument("--budget", type=float, default=30.0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     lengths = [int(n) for n in args.lengths.split(",") if n]
-    exponential_lengths = [int(n) for n in args.exponential_lengths.split(",") if n]
-    rows = run(lengths, exponential_lengths, args.reps, args.budget)
-    text = render(rows, args.reps, args.budget)
+    limited = {"exponential": [int(n) for n in args.exponential_lengths.split(",") if n],
+               "numpyro_markov": [int(n) for n in args.markov_lengths.split(",") if n]}
+    rows = run(lengths, limited, args.reps, args.budget)
+    text = render(rows, args.reps, args.budget, args.note)
     out = pathlib.Path(args.out) if args.out else (
         pathlib.Path(__file__).parent / "results" / f"chain_enum_{jax.default_backend()}.md")
     out.write_text(text)

@@ -80,17 +80,19 @@ def test_chain_enum_benchmark_runs_at_a_tiny_size(tmp_path):
     bench = _load_benchmark("chain_enum")
     out = tmp_path / "result.md"
     rows, passed, text = bench.main(
-        ["--lengths", "10", "--exponential-lengths", "3", "--reps", "1", "--out", str(out)]
+        ["--lengths", "10", "--exponential-lengths", "3", "--markov-lengths", "3", "--reps", "1",
+         "--note", "Measured here:", "--out", str(out)]
     )
 
     assert list(rows) == [3, 10]
-    assert set(rows[3]) == {"enum_chain", "scan", "by_hand", "exponential"}
-    assert set(rows[10]) == {"enum_chain", "scan", "by_hand"}
+    assert set(rows[3]) == {"enum_chain", "scan", "by_hand", "exponential", "numpyro_scan",
+                            "numpyro_markov"}
+    assert set(rows[10]) == {"enum_chain", "scan", "by_hand", "numpyro_scan"}
     assert all(t.compile_s > 0 and t.run_ms > 0 for row in rows.values() for t in row.values())
     assert passed and all(t.error < 1e-4 for row in rows.values() for t in row.values())
     written = out.read_text()
     assert written == text
-    assert "| 10 |" in written and "under load" in written
+    assert "| 10 |" in written and "Measured here:" in written
 
 
 def test_sbn_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
