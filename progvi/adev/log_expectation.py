@@ -10,8 +10,9 @@ The rule draws ``K = estimator.num_samples`` independent runs of the inner progr
 an ordinary ADEV estimate of ``E[w]``, ``w = exp(v)``: its sites keep their strategies (an
 enumerated site makes the run exact, a REINFORCE site adds its score term), so the run gives
 ``ŵ_k`` with ``E[ŵ_k] = E[w]`` and a tangent ``dŵ_k`` with ``E[dŵ_k] = dE[w]``. The estimator
-receives them in log space, ``log ŵ_k`` and ``dŵ_k / ŵ_k``: each run is shifted by the log-weight
-of a plain run with the same draws, so that no exponential overflows.
+receives them in log space, ``log ŵ_k`` and ``dŵ_k / ŵ_k``: each run is shifted by its own
+log-weight where it reaches its value on one path, and otherwise (enumeration, MVD) by the
+log-weight of a plain run with the same draws, so that no exponential overflows.
 
 The inner program's sites get addresses under the construct's own (``"log_weight/y"``), where
 `pv.with_strategies` patterns of the outer program reach them.
@@ -26,7 +27,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._compat import ClosedJaxpr, Primitive, ShapedArray, batching
+from ._compat import ClosedJaxpr, Primitive, ShapedArray, batching, get_opaque_trace_state
 from .errors import AddressError, ProgramError
 from .handlers import Handler, active, handle
 from .interpreter import RULES, Frame, State, finish, run, run_keys
@@ -240,25 +241,39 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
     def at(xs):
         return _over_runs(lambda k: plain(k, list(xs)), keys)
 
-    shifts = jax.lax.stop_gradient(at(primal_inputs))
     if state.pure:
-        log_w, dlog_w = shifts, jnp.zeros_like(shifts)
+        log_w = jax.lax.stop_gradient(at(primal_inputs))
+        dlog_w = jnp.zeros_like(log_w)
     else:
         inner_state = State(barrier=f"inside the inner program of pv.log_expectation {address!r}")
 
-        def dual(key, shift):
-            # The same draws as the plain run, so exp(v - shift) stays near 1 (it is 1 for
-            # programs without enumeration-like strategies).
+        def dual(key, shift=None):
+            # exp(v - shift) with a shift that is one constant across the run's paths, so that
+            # it stays near 1. A run that reaches its value once, outside any strategy's vmap or
+            # loop, takes its own value (its weight is then exactly 1): no second pass. A run of
+            # several paths (enumeration, MVD) takes the value of a plain run with its draws.
+            outer, shifts = get_opaque_trace_state(), []
+
             def shifted(outs, st):
                 ((v, dv),) = outs
-                r = jnp.exp(v - shift)
+                if shift is None:
+                    if shifts or get_opaque_trace_state() != outer:
+                        raise _SeveralPaths
+                    shifts.append(jax.lax.stop_gradient(v))
+                r = jnp.exp(v - (shifts[0] if shift is None else shift))
                 return finish([(r, None if dv is None else r * dv)], st)
 
             r, dr = run(jaxpr.jaxpr, jaxpr.consts, inputs, _run_frame(key, frame), inner_state,
                         shifted)
-            return shift + jnp.log(r), dr / r
+            if shift is None and not shifts:
+                raise _SeveralPaths
+            return (shifts[0] if shift is None else shift) + jnp.log(r), dr / r
 
-        log_w, dlog_w = _over_runs(dual, keys, shifts)
+        try:
+            log_w, dlog_w = _over_runs(dual, keys)
+        except _SeveralPaths:
+            shifts = jax.lax.stop_gradient(at(primal_inputs))
+            log_w, dlog_w = _over_runs(dual, keys, shifts)
     inner = InnerEstimates(log_w=log_w, dlog_w=dlog_w, inputs=primal_inputs, at=at)
     value, dvalue, next_state = estimator.jvp(inner, current, tangent)
     if next_state is not None:
@@ -271,6 +286,10 @@ def log_expectation_rule(eqn, invals, frame, state, kont):
             )
         write(state, address, next_state)
     return kont([(value, None if state.pure else dvalue)], state)
+
+
+class _SeveralPaths(Exception):
+    """A run of the inner program reaches its value on several paths: it needs a common shift."""
 
 
 def _run_frame(keys, frame) -> Frame:
