@@ -10,16 +10,17 @@ gradient in all parameters, as one jitted ``jax.value_and_grad``:
 | `scan` | `pv.scan(step).assess({"x": xs}, ...)` with the enumerated state left out: the same |
 | `by_hand` | the forward algorithm written directly with `jax.lax.scan` |
 | `exponential` | a Python loop of `pv.enum_parallel` sites, value p(x|z); K^T paths |
-| `numpyro_scan` | a NumPyro model with `contrib.control_flow.scan`, `pv.interop.numpyro(...).assess` |
-| `numpyro_markov` | a NumPyro model with a `markov` loop, the same: its sites eliminated one by one |
+| `numpyro_scan` | a NumPyro model with `control_flow.scan`, `pv.interop.numpyro(...).assess` |
+| `numpyro_markov` | a NumPyro model with a `markov` loop, the same (one site at a time) |
 
 For each length the table gives the compile time (trace, lower, XLA compile) and the median run
 time of the compiled function over `--reps` calls. A form whose compile and first run take more
 than `--budget` seconds is not run at greater lengths (the exponential form multiplies its cost
 by K per step). The exponential form runs at `--exponential-lengths` only, the `markov` loop at
-`--markov-lengths` only (it takes an array dimension per step: at most 64). The linear forms run at every length of both lists. Check: at every length each
-form's value and gradient agree with `by_hand` (max error relative to their scale < 1e-3, which
-float32 meets at 10,000 steps; the values are summed over all steps).
+`--markov-lengths` only (it takes an array dimension per step: at most 64). The other forms run
+at every length of all lists. Check: at every length each form's value and gradient agree with
+`by_hand` (max error relative to their scale < 1e-3, which float32 meets at 10,000 steps; the
+values are summed over all steps).
 
 Usage: python benchmarks/chain_enum.py [--lengths 10,100,1000,10000]
        [--exponential-lengths 2,4,6,8,10,12,14] [--markov-lengths 2,4,6,8,10,12,14,60]
