@@ -5,11 +5,14 @@ enumeration dimension of its own to the left of every plate (as ``numpyro.contri
 ``enum`` handler lays it), so every factor downstream of it is a table over its values. The
 model's log density with the site summed out is then a sum-product: for the sites of one
 connected group (factors that share enumeration dimensions) and the plates ``P`` those sites are
-in, each factor is first summed over its plates outside ``P`` (independent datapoints multiply);
-then the sites are eliminated one at a time in the order they were sampled (the factors that
-touch a site are added and its dimension is log-sum-exp'd away), and the rest is summed over
-``P``. Each datapoint's variable is summed independently: the cost is ``K·N``, not ``K^N``; a
-chain of sites (a ``markov`` loop) costs ``K²`` per step, not ``K^T``.
+in, each factor is first summed over the plates that none of its sites is in (independent
+datapoints multiply); then the sites are eliminated one at a time, those of the innermost plates
+first and otherwise in the order they were sampled (the factors that touch a site are added, its
+dimension is log-sum-exp'd away, and the result is summed over the plates its remaining sites
+are not in), and the rest is summed over its plates. Sites at different plate levels that depend
+on each other (a global regime and each datapoint's state) are summed exactly this way, provided
+their plates are nested. Each datapoint's variable is summed independently: the cost is ``K·N``,
+not ``K^N``; a chain of sites (a ``markov`` loop) costs ``K²`` per step, not ``K^T``.
 
 References:
   Obermeyer, Bingham, Jankowiak, Chen, Pradhan & Goodman, "Tensor Variable Elimination for
@@ -83,13 +86,13 @@ def contract(factors, variables, nesting: int, error):
         groups = [g for g in groups if not g[0] & dims] + [merged]
     for dims, members in groups:
         names = sorted(by_dim[d].name for d in dims)
-        plate_sets = {by_dim[d].plates for d in dims}
-        if len(plate_sets) != 1:
+        levels = sorted({by_dim[d].plates for d in dims}, key=len)
+        if any(not outer <= inner for outer, inner in zip(levels, levels[1:], strict=False)):
             raise error(
-                f"the enumerated sites {names} depend on each other but sit in different plates "
-                f"({[sorted(p) for p in plate_sets]}); summing them needs nested elimination, "
-                "which the adapter does not do. Enumerate only the sites of one plate level, or "
-                "give the others a guide."
+                f"the enumerated sites {names} depend on each other but sit in plates that are "
+                f"not nested ({[sorted(p) for p in levels]}); summing them needs each site's "
+                "plates to contain those of the sites it depends on. Give some of them a guide, "
+                "or nest the plates."
             )
         if len({_scale_value(f.scale) for f in members}) != 1:
             raise error(
@@ -97,17 +100,22 @@ def contract(factors, variables, nesting: int, error):
                 f"{[f.name for f in members]}); an enumerated sum needs one scale for all the "
                 "sites it touches. Subsample every plate around them, or none."
             )
-        (plates,) = plate_sets
-        outside = [d for d in range(-nesting, 0) if d not in plates]
-        tables = [_sum_over(f.log_density, outside) for f in members]
-        # One variable at a time, in the order the model sampled them: a chain (a markov loop)
-        # never holds more than two states' table, so its cost is linear in its length.
-        for variable in variables:
-            if variable.dim not in dims:
-                continue
+
+        def reduced(table):
+            # Multiplies out (sums the logs over) the plates that none of the sites the table
+            # still depends on is in: independent datapoints given those sites.
+            keep = frozenset().union(*(by_dim[d].plates for d in enum_dims(table, nesting)))
+            return _sum_over(table, [d for d in range(-nesting, 0) if d not in keep])
+
+        tables = [reduced(f.log_density) for f in members]
+        # One site at a time: the innermost plates' sites first (each datapoint's own), then in
+        # the order the model sampled them, so a chain (a markov loop) never holds more than two
+        # states' table and costs time linear in its length.
+        for variable in sorted((v for v in variables if v.dim in dims),
+                               key=lambda v: -len(v.plates)):
             touching = [t for t in tables if variable.dim in enum_dims(t, nesting)]
             tables = [t for t in tables if variable.dim not in enum_dims(t, nesting)]
-            tables.append(logsumexp(sum(touching), axis=variable.dim, keepdims=True))
+            tables.append(reduced(logsumexp(sum(touching), axis=variable.dim, keepdims=True)))
         total = total + jnp.sum(_scaled(sum(tables), members[0].scale))
     return total
 

@@ -178,3 +178,61 @@ def test_enumerated_guide_site_is_summed_in_the_program():
     value, grad = elbo.value_and_grad(jax.random.key(0), 0.4)
     np.testing.assert_allclose(value, exact(0.4), rtol=1e-5)
     np.testing.assert_allclose(grad, jax.grad(exact)(0.4), rtol=1e-5)
+
+
+# A global regime, enumerated, on which each datapoint's enumerated state depends.
+REGIME_DATA = jnp.array([0.3, -1.2, 2.5, 0.8, 3.1, -0.4])
+
+
+def regimes(params, data):
+    regime = numpyro.sample("regime", dist.Bernoulli(jax.nn.sigmoid(params["r"])),
+                            infer={"enumerate": "parallel"})
+    state_logits = params["logits"][regime]
+    with numpyro.plate("data", len(data)):
+        state = numpyro.sample("state", dist.Categorical(logits=state_logits),
+                               infer={"enumerate": "parallel"})
+        numpyro.sample("obs", dist.Normal(params["locs"][state], 1.0), obs=data)
+
+
+def regimes_by_hand(params, data):
+    """log Σ_g p(g) Π_n Σ_k p(k | g) N(x_n; loc_k, 1)."""
+    log_g = jnp.stack([jax.nn.log_sigmoid(-params["r"]), jax.nn.log_sigmoid(params["r"])])
+    log_k = jax.nn.log_softmax(params["logits"], -1)  # (regime, state)
+    emit = dist.Normal(params["locs"], 1.0).log_prob(data[:, None])  # (n, state)
+    per_point = jax.scipy.special.logsumexp(log_k[:, None, :] + emit[None], axis=-1)
+    return jax.scipy.special.logsumexp(log_g + per_point.sum(-1))
+
+
+def test_sites_at_nested_plate_levels_are_summed_exactly():
+    a, b = jax.random.split(jax.random.key(7))
+    params = {"r": jnp.array(0.4), "logits": jax.random.normal(a, (2, 3)),
+              "locs": 2.0 * jax.random.normal(b, (3,))}
+    target = pv.interop.numpyro(regimes)
+
+    def progvi_value(params):
+        return target.assess({}, params, REGIME_DATA)[0]
+
+    def numpyro_value(params):
+        return -TraceEnum_ELBO(max_plate_nesting=1).loss(
+            jax.random.key(0), {}, regimes, lambda *_: None, params, REGIME_DATA)
+
+    value, grad = jax.jit(jax.value_and_grad(progvi_value))(params)
+    for reference in (regimes_by_hand, numpyro_value):
+        expected, expected_grad = jax.jit(jax.value_and_grad(reference))(params, *(
+            (REGIME_DATA,) if reference is regimes_by_hand else ()))
+        np.testing.assert_allclose(value, expected, rtol=1e-5)
+        for name in params:
+            np.testing.assert_allclose(grad[name], expected_grad[name], rtol=1e-4, atol=1e-5)
+
+
+def test_enumerated_sites_in_crossed_plates_are_refused():
+    def grid(data):
+        with numpyro.plate("cols", 3, dim=-1):
+            col = numpyro.sample("col", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+        with numpyro.plate("rows", 2, dim=-2):
+            row = numpyro.sample("row", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            with numpyro.plate("cols", 3, dim=-1):
+                numpyro.sample("obs", dist.Normal(row + col, 1.0), obs=data)
+
+    with pytest.raises(pv.interop.ModelError, match=r"\['col', 'row'\].*not nested"):
+        pv.interop.numpyro(grid).assess({}, jnp.zeros((2, 3)))
