@@ -21,7 +21,6 @@ marked ``infer={"enumerate": "parallel"}`` that is not given a value is summed o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -98,67 +97,20 @@ class _Answer(Messenger):
 
     def _control_flow(self, msg):
         # numpyro_chain imports this module's ModelError, so it is imported here.
-        from .numpyro_chain import chain_log_marginal
+        from .numpyro_chain import sum_scan
 
-        fn_name = getattr(msg["fn"], "__name__", type(msg["fn"]).__name__)
-        if fn_name != "scan_wrapper":
-            raise ModelError(
-                f"{self.model.name} uses a numpyro control-flow primitive ({fn_name}) that the "
-                "adapter does not run. Write the loop as a Python loop, or the model with "
-                "pv.scan."
-            )
-        body, init, xs, length, reverse = msg["args"]
-        where = f"numpyro's scan({getattr(body, '__name__', 'body')}) in {self.model.name}"
-        if not self.sum_scans:
-            raise ModelError(
-                f"{where}: the adapter sums a scan's discrete states out exactly (the forward "
-                "algorithm, in assess and pv.density), but it does not draw them or read them "
-                "from a choice map (simulate, generate, or the scan in a guide). Use the model "
-                "for its density, or write the chain with pv.scan, whose states can be drawn."
-            )
-        if reverse or msg["kwargs"].get("history", 1) != 1:
-            raise ModelError(
-                f"{where} has reverse={reverse} and history={msg['kwargs'].get('history', 1)}; "
-                "the adapter sums out chains run forwards with history=1 (a first-order Markov "
-                "state). Reverse xs yourself, or write a higher-order chain's state as a tuple."
-            )
-        if msg["kwargs"].get("substitute_stack"):
-            raise ModelError(
-                f"{where} is inside numpyro.handlers.condition or substitute, which would give "
-                "its sites values that the summed-out chain does not read. Observe inside the "
-                "scan's body with obs=."
-            )
         self.in_scan = True
         try:
-            log_marginal = chain_log_marginal(body, init, xs, length,
-                                              self.nesting if self.variables else None)
+            where, log_marginal = sum_scan(msg, self.model.name, self.sum_scans,
+                                           self.nesting if self.variables else None)
         finally:
             self.in_scan = False
-        if jnp.shape(log_marginal) != ():
-            raise ModelError(
-                f"{where}: the summed-out chain has shape {jnp.shape(log_marginal)}, not a "
-                "scalar: its body depends on a site enumerated outside it, which the adapter "
-                "does not sum jointly with the chain. Give that site a value (a guide), or move "
-                "it into the chain's state."
-            )
         self.factors.append((Factor(where, log_marginal, None), False))
-        # numpyro replays the sites of the returned trace: none, as they are summed out.
-        msg["value"] = ((length, None, None), (SimpleNamespace(trace={}), None))
 
     def _in_scan(self, msg):
-        from .numpyro_chain import SEEN
+        from .numpyro_chain import check_unchanged
 
-        used = msg.get(SEEN)
-        if used is not None and any(
-                now is not then for now, then in
-                zip((msg["fn"], msg["value"], msg.get("scale"), msg.get("mask")), used,
-                    strict=True)):
-            raise ModelError(
-                f"site {msg['name']!r} in the scan of {self.model.name} is changed by a numpyro "
-                "handler outside the scan (scale, mask, condition or substitute) after the "
-                "summed-out chain has scored it. Put the handler inside the scan's body, on its "
-                "observed sites."
-            )
+        check_unchanged(msg, self.model.name)
 
     def _note(self, name, verb="sampled"):
         if name in self.seen:

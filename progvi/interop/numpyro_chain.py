@@ -5,11 +5,13 @@ whose ``transition(carry, x) -> (carry, y)`` samples the state with ``numpyro.sa
 ``infer={"enumerate": "parallel"}``) and observes the emission with ``obs=``. `numpyro_chain`
 runs that same body under a messenger that sends the latent site to `pv.enum_chain`, which
 enumerates it, and adds the observed sites' log densities to the step's log weight.
+`sum_scan` does the same for a ``scan`` inside a model that `pv.interop.numpyro` scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -33,9 +35,10 @@ class _Step(Messenger):
 
     def process_message(self, msg):
         if msg["type"] == "sample":
-            self._check_batch(msg)
-            if msg["is_observed"]:
-                log_density = msg["fn"].log_prob(msg["value"])
+            observed = msg["is_observed"]
+            log_density = msg["fn"].log_prob(msg["value"]) if observed else None
+            self._check_batch(msg, log_density)
+            if observed:
                 if msg.get("scale") is not None:
                     log_density = msg["scale"] * log_density
                 self.log_weight = self.log_weight + jnp.sum(log_density)
@@ -58,12 +61,10 @@ class _Step(Messenger):
                 "parameters by closure (their gradients flow), and nest no loops in the body."
             )
 
-
-    def _check_batch(self, msg):
+    def _check_batch(self, msg, log_density):
         # Dimensions left of the enclosing model's plates are the enumeration dimensions of
         # sites outside the chain: summing the step's log weight over them would be wrong.
-        shape = jnp.shape(msg["fn"].log_prob(msg["value"])) if msg["is_observed"] else ()
-        ndim = max(len(msg["fn"].batch_shape), len(shape))
+        ndim = max(len(msg["fn"].batch_shape), jnp.ndim(log_density) if msg["is_observed"] else 0)
         if self.batch_ndim is not None and ndim > self.batch_ndim:
             raise ModelError(
                 f"pv.interop.numpyro_chain({self.name}): site {msg['name']!r} depends on a site "
@@ -125,3 +126,57 @@ def chain_log_marginal(transition, init, xs, length, batch_ndim=None):
 
     step.__name__ = name
     return enum_chain(step, init, xs, length=length)
+
+
+def sum_scan(msg, model: str, allowed: bool, batch_ndim: int | None):
+    """Sums out the chain of a ``control_flow`` message of ``numpyro.contrib.control_flow.scan``.
+
+    For `pv.interop.numpyro`'s messenger while it scores a model: checks what the forward
+    algorithm cannot take, answers the message so that NumPyro replays none of the body's sites
+    (they are summed out), and returns the factor's name and the chain's log marginal. `allowed`
+    is False where the states would have to be drawn; `batch_ndim` is the model's plate nesting
+    where sites outside the chain are enumerated (None where none are).
+    """
+    fn_name = getattr(msg["fn"], "__name__", type(msg["fn"]).__name__)
+    if fn_name != "scan_wrapper":
+        raise ModelError(
+            f"{model} uses a numpyro control-flow primitive ({fn_name}) that the adapter does "
+            "not run. Write the loop as a Python loop, or the model with pv.scan."
+        )
+    body, init, xs, length, reverse = msg["args"]
+    where = f"numpyro's scan({getattr(body, '__name__', 'body')}) in {model}"
+    if not allowed:
+        raise ModelError(
+            f"{where}: the adapter sums a scan's discrete states out exactly (the forward "
+            "algorithm, in assess and pv.density), but it does not draw them or read them from "
+            "a choice map (simulate, generate, or the scan in a guide). Use the model for its "
+            "density, or write the chain with pv.scan, whose states can be drawn."
+        )
+    history = msg["kwargs"].get("history", 1)
+    if reverse or history != 1:
+        raise ModelError(
+            f"{where} has reverse={reverse} and history={history}; the adapter sums out chains "
+            "run forwards with history=1 (a first-order Markov state). Reverse xs yourself, or "
+            "write a higher-order chain's state as a tuple."
+        )
+    if msg["kwargs"].get("substitute_stack"):
+        raise ModelError(
+            f"{where} is inside numpyro.handlers.condition or substitute, which would give its "
+            "sites values that the summed-out chain does not read. Observe inside the scan's "
+            "body with obs=."
+        )
+    log_marginal = chain_log_marginal(body, init, xs, length, batch_ndim)
+    msg["value"] = ((length, None, None), (SimpleNamespace(trace={}), None))
+    return where, log_marginal
+
+
+def check_unchanged(msg, model: str):
+    """Refuses a body's site that a messenger outside the scan changed after the chain used it."""
+    used = msg.get(SEEN)
+    now = (msg["fn"], msg["value"], msg.get("scale"), msg.get("mask"))
+    if used is not None and any(a is not b for a, b in zip(now, used, strict=True)):
+        raise ModelError(
+            f"site {msg['name']!r} in the scan of {model} is changed by a numpyro handler "
+            "outside the scan (scale, mask, condition or substitute) after the summed-out chain "
+            "has scored it. Put the handler inside the scan's body, on its observed sites."
+        )

@@ -282,13 +282,12 @@ def test_a_missing_enumerated_site_outside_a_chain_is_still_an_error():
 # NumPyro
 
 
-def numpyro_markov_loss(params, xs):
-    """-log p(x) from NumPyro's TraceEnum_ELBO on the same HMM written with `markov`."""
+def numpyro_markov_hmm(params):
+    """The HMM as a NumPyro model with a `markov` loop, its states marked for enumeration."""
     import numpyro
     from numpyro.contrib.funsor import markov
-    from numpyro.infer import TraceEnum_ELBO
 
-    def model():
+    def hmm(xs):
         z = START
         for t in markov(range(xs.shape[0])):
             z = numpyro.sample(f"z_{t}", dist.Categorical(logits=params["logits"][z]),
@@ -296,7 +295,15 @@ def numpyro_markov_loss(params, xs):
             numpyro.sample(f"x_{t}", dist.Normal(params["locs"][z],
                                                  jnp.exp(params["log_scales"][z])), obs=xs[t])
 
-    return TraceEnum_ELBO(max_plate_nesting=0).loss(jax.random.key(0), {}, model, lambda: None)
+    return hmm
+
+
+def numpyro_markov_loss(params, xs):
+    """-log p(x) from NumPyro's TraceEnum_ELBO on the same HMM written with `markov`."""
+    from numpyro.infer import TraceEnum_ELBO
+
+    return TraceEnum_ELBO(max_plate_nesting=0).loss(
+        jax.random.key(0), {}, numpyro_markov_hmm(params), lambda xs: None, xs)
 
 
 def numpyro_transition(params):
@@ -493,19 +500,7 @@ def test_a_numpyro_scan_is_refused_where_its_states_would_be_drawn_or_are_entang
 
 
 def numpyro_markov_model(params):
-    """The HMM as a NumPyro model with a `markov` loop, its states marked for enumeration."""
-    import numpyro
-    from numpyro.contrib.funsor import markov
-
-    def hmm(xs):
-        z = START
-        for t in markov(range(xs.shape[0])):
-            z = numpyro.sample(f"z_{t}", dist.Categorical(logits=params["logits"][z]),
-                               infer={"enumerate": "parallel"})
-            numpyro.sample(f"x_{t}", dist.Normal(params["locs"][z],
-                                                 jnp.exp(params["log_scales"][z])), obs=xs[t])
-
-    return pv.interop.numpyro(hmm)
+    return pv.interop.numpyro(numpyro_markov_hmm(params))
 
 
 def test_a_numpyro_markov_loop_is_summed_out_in_linear_time():
