@@ -68,6 +68,15 @@ class GenerativeFunction:
         """Inside an expectation program: the log density of `choices`; `assess` by default."""
         return self.assess(choices, *args)
 
+    def elbo_in_program(self, model, obs, model_args, guide_args):
+        """Inside `pv.elbo` with this function as the guide: its own ELBO value, or None.
+
+        None (the default) asks for the generic estimate, ``log p(x, z) - log q(z)`` at one draw
+        of `simulate_in_program`. A guide overrides it when it sums some of its choices out
+        exactly, which only the ELBO allows (a NumPyro guide's enumerated sites in plates).
+        """
+        return None
+
     def _missing(self, method: str) -> NotImplementedError:
         return NotImplementedError(
             f"{type(self).__name__} does not implement {method}. A GenerativeFunction subclass "

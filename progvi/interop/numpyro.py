@@ -78,6 +78,7 @@ class _Answer(Messenger):
         self.seen: set = set()
         self.factors: list[tuple[Factor, bool]] = []  # with whether it counts as given
         self.variables: list[Variable] = []
+        self.summed: dict = {}  # the enumerated sites' values, each along its own dimension
         self.batch_ndim = 0
 
     def process_message(self, msg):
@@ -172,6 +173,7 @@ class _Answer(Messenger):
                                        msg)
             if value is None:
                 value = self._enumerate(name, fn, msg)
+                self.summed[name] = value
                 given = False
             else:
                 (self.auxiliary if _auxiliary(msg) else self.choices)[name] = value
@@ -417,33 +419,50 @@ class NumPyroModel(GenerativeFunction):
         def latent(name, fn, sample_shape, msg):
             if sample_shape:
                 fn = fn.expand(tuple(sample_shape) + tuple(fn.batch_shape))
-            strategy = None
-            if _enumerated(msg):
-                if fn.batch_shape != ():
-                    raise ModelError(
-                        f"site {name!r} in {self.name} is marked infer={{'enumerate': "
-                        f"'parallel'}} and has batch shape {fn.batch_shape} (a plate): inside "
-                        "an expectation program the adapter enumerates only scalar sites. Leave "
-                        "the site out of the guide and mark it in the model, where it is summed "
-                        "out exactly for each datapoint."
-                    )
-                strategy = enum_parallel
-            elif isinstance(fn, TransformedDistribution):
-                # Drawn as its base distribution at the site's address, then transformed:
-                # numpyro keeps some transforms' params in their static structure (the network
-                # of AutoIAFNormal), where a primitive cannot carry them, and E_eps[f(T(eps))]
-                # is the same expectation, its transforms differentiated pathwise.
-                value = sample(name, fn.base_dist)
-                for transform in fn.transforms:
-                    value = transform(value)
-                return value, False
-            return sample(name, fn, strategy), False
+            if not _enumerated(msg):
+                return draw_in_program(name, fn), False
+            if fn.batch_shape != ():
+                raise ModelError(
+                    f"site {name!r} in {self.name} is marked infer={{'enumerate': "
+                    f"'parallel'}} and has batch shape {fn.batch_shape} (a plate): only pv.elbo "
+                    "sums a guide's plated sites out, each datapoint's on its own (the other "
+                    "objectives are not sums over datapoints). Use pv.elbo with a NumPyro model, "
+                    "or mark the site in the model, where it is summed out exactly."
+                )
+            return sample(name, fn, enum_parallel), False
 
         answer, retval = self._run(latent, args)
         return Trace(answer.recorded(), answer.score(), retval)
 
+    def elbo_in_program(self, model, obs, model_args, guide_args):
+        """`pv.elbo` with this guide: summed exactly over enumerated sites inside plates.
+
+        None (the generic one-draw estimate) when the guide has no such site; otherwise
+        `progvi.interop._numpyro_guide_enum.enumerated_elbo`.
+        """
+        from ._numpyro_guide_enum import enumerated_elbo, plate_nesting
+
+        nesting = plate_nesting(self, model, obs, model_args, guide_args)
+        if nesting is None:
+            return None
+        return enumerated_elbo(self, model, obs, model_args, guide_args, nesting)
+
     def __repr__(self):
         return f"<pv.interop.numpyro {self.name}>"
+
+
+def draw_in_program(name, fn):
+    """A latent site's value drawn through `pv.sample` at its name, inside a program."""
+    if isinstance(fn, TransformedDistribution):
+        # Drawn as its base distribution at the site's address, then transformed: numpyro keeps
+        # some transforms' params in their static structure (the network of AutoIAFNormal),
+        # where a primitive cannot carry them, and E_eps[f(T(eps))] is the same expectation,
+        # its transforms differentiated pathwise.
+        value = sample(name, fn.base_dist)
+        for transform in fn.transforms:
+            value = transform(value)
+        return value
+    return sample(name, fn)
 
 
 def numpyro(model_fn: Callable, params: bool = False) -> NumPyroModel:
@@ -455,8 +474,9 @@ def numpyro(model_fn: Callable, params: bool = False) -> NumPyroModel:
     ``pv.sample`` at its name (prefixed by the caller's address when the model is sampled inside
     a `pv.gen` function), so `pv.with_strategies` applies to it; a site marked
     ``infer={"enumerate": "parallel"}`` is drawn there with `pv.enum_parallel` (a scalar site),
-    and in `assess` and `pv.density` a marked site without a value is summed out exactly, each
-    datapoint of its plate on its own. NumPyro's autoguides are models like any other: wrap
+    in `assess` and `pv.density` a marked site without a value is summed out exactly, each
+    datapoint of its plate on its own, and `pv.elbo` with such a guide against a NumPyro model
+    sums the guide's marked sites inside plates out the same way. NumPyro's autoguides are models like any other: wrap
     ``AutoNormal(model)`` with ``params=True`` and create its params with
     `NumPyroModel.init_params`. ``numpyro.deterministic`` values are recorded in the trace's
     choices; ``factor``, ``mask`` and ``scale`` are scored as NumPyro scores them.

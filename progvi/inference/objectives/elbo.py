@@ -29,6 +29,10 @@ def elbo(
     estimate for the draw and this is hierarchical VI: HVI with one auxiliary proposal, IWHVI
     with M of them (Sobolev & Vetrov 2019).
 
+    A guide may sum some of its choices out exactly instead of drawing them
+    (`GenerativeFunction.elbo_in_program`): a NumPyro guide's sites marked
+    ``infer={"enumerate": "parallel"}`` inside plates, each datapoint's on its own.
+
     Args:
       model: a generative function over the guide's choices and the observed choices.
       guide: a generative function over the latent choices.
@@ -64,6 +68,10 @@ def elbo(
     """
     check_call("elbo", obs, model_args=model_args, guide_args=guide_args)
     with explained("elbo", model, guide, obs, model_args, guide_args):
+        summed = (guide.elbo_in_program(model, obs, model_args, guide_args)
+                  if isinstance(guide, GenerativeFunction) else None)
+        if summed is not None:  # the guide sums some of its choices out exactly
+            return summed
         return log_weight(model, guide, obs, model_args, guide_args)[0]
 
 
