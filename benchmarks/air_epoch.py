@@ -75,14 +75,15 @@ def time_progvi(air, name, cfg, images, batch_size, steps, k, seed):
     return (time.perf_counter() - start) / steps, compile_s
 
 
-def time_pyro(data_path, names, batch_size, steps, k, max_objects, pres_prior, python):
+def time_pyro(data_path, names, batch_size, steps, k, max_objects, cfg, python):
     """{estimator: seconds per step} from the Pyro subprocess, or None without its env."""
     if not pathlib.Path(python).exists():
         return None
     command = [str(python), str(HERE / "baselines" / "pyro_air.py"), "--data", str(data_path),
                "--estimators", ",".join(names), "--steps", str(steps), "--warmup", "1",
                "--batch-size", str(batch_size), "--k", str(k), "--max-objects", str(max_objects),
-               "--pres-prior", str(pres_prior)]
+               "--pres-prior", str(cfg.pres_prior),
+               "--pres-exponents", ",".join(str(e) for e in cfg.pres_exponents)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the Pyro side failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
@@ -158,7 +159,7 @@ def main(argv=None):
             data_path = pathlib.Path(folder) / "scenes.npy"
             np.save(data_path, scenes.images)
             pyro = time_pyro(data_path, [n for n in names if n in PYRO_HAS], args.batch_size,
-                             args.steps, args.k, args.max_objects, cfg.pres_prior,
+                             args.steps, args.k, args.max_objects, cfg,
                              args.pyro_python)
         if pyro is None:
             print(f"no Pyro environment at {args.pyro_python}: run "

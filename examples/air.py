@@ -1,8 +1,9 @@
 """Attend-Infer-Repeat: scenes with a variable number of digits, trained with eight estimators.
 
 AIR (Eslami et al. 2016) explains an image as a sum of up to `--steps` objects. The model, for
-t = 0, 1, ...: a presence choice z_t ~ Bernoulli(rho) (an object exists at step t while every
-choice so far was 1, so the count has a truncated geometric prior), where_t = (s, x, y) ~
+t = 0, 1, ...: a presence choice z_t ~ Bernoulli(rho_t) (an object exists at step t while every
+choice so far was 1; rho_t = 0.05 ** (1, 2.3, 5)[t], each further object far less likely, the
+PLDI 2024 artifact's prior), where_t = (s, x, y) ~
 N((3, 0, 0), diag(0.2, 1, 1)^2) (a scale and a shift of a 20x20 window), what_t ~ N(0, I_50);
 the decoder (50-200-400) draws the object in its window, a spatial transformer (bilinear
 sampling) places it on the canvas, and the image is N(sum of the objects, 0.3^2) per pixel. The
@@ -80,7 +81,15 @@ PIXEL_STD = 0.3
 class Config(NamedTuple):
     side: int = 50  # the canvas is side x side
     steps: int = 3  # at most this many objects
-    pres_prior: float = 0.05  # rho: the prior probability of one more object
+    pres_prior: float = 0.05  # rho: the prior probability of the first object
+    # Object t + 1 follows object t with probability rho ** pres_exponents[t] (the last exponent
+    # for later steps), the PLDI 2024 artifact's prior: each further object is far less likely.
+    pres_exponents: tuple = (1.0, 2.3, 5.0)
+
+
+def pres_prob(cfg: Config, t: int) -> float:
+    """The prior probability that object t is present, given that object t - 1 is."""
+    return cfg.pres_prior ** cfg.pres_exponents[min(t, len(cfg.pres_exponents) - 1)]
 
 
 # -- the spatial transformer ----------------------------------------------------------------------
@@ -215,7 +224,7 @@ def make_model(cfg: Config) -> pv.GenerativeFunction:
         canvas = jnp.zeros((cfg.side, cfg.side))
         present = jnp.float32(1.0)
         for t in range(cfg.steps):
-            z = pv.sample(f"pres_{t}", dist.Bernoulli(probs=cfg.pres_prior))
+            z = pv.sample(f"pres_{t}", dist.Bernoulli(probs=pres_prob(cfg, t)))
             present = present * z
             on = present > 0
             where = pv.sample(f"where_{t}", dist.Normal(WHERE_LOC, WHERE_SCALE).to_event(1)
@@ -243,8 +252,9 @@ def make_guide(cfg: Config, learned_baseline: bool = False) -> pv.GenerativeFunc
         flat = image.reshape(-1)
         carry = (jnp.zeros(HIDDEN), jnp.zeros(HIDDEN))
         where, what, present = jnp.zeros(3), jnp.zeros(WHAT), jnp.float32(1.0)
-        prior_logit = jnp.log(cfg.pres_prior) - jnp.log1p(-cfg.pres_prior)
         for t in range(cfg.steps):
+            rho = pres_prob(cfg, t)
+            prior_logit = np.log(rho) - np.log1p(-rho)
             inputs = jnp.concatenate([flat, where, what, present[None]])
             carry = lstm(params["lstm"], carry, inputs)
             h = carry[1]
@@ -446,7 +456,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-objects", type=int, default=2, help="digits per scene: 0 to this")
     parser.add_argument("--steps", type=int, default=None,
                         help="objects the model can explain (default: max-objects + 1)")
-    parser.add_argument("--pres-prior", type=float, default=0.05)
+    parser.add_argument("--pres-prior", type=float, default=0.05,
+                        help="rho: object t's prior is rho ** (1, 2.3, 5)[t]")
     parser.add_argument("--num-images", type=int, default=6000, help="training scenes")
     parser.add_argument("--held-out", type=int, default=1000, help="evaluation scenes")
     parser.add_argument("--mnist", type=pathlib.Path, default=None,

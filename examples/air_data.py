@@ -3,8 +3,9 @@
 Each scene is a square canvas with 0 to `max_objects` digits pasted at random positions and
 sizes, and the number of digits is kept for evaluating inferred counts. The digits are
 scikit-learn's bundled 8x8 images (grey levels 0-16), upscaled by bilinear interpolation, or MNIST
-digits read from IDX files the user points to (the multi-MNIST scenes of the AIR paper). Overlaps
-keep the brighter pixel. One seed fixes the whole data set.
+digits read from IDX files the user points to (the multi-MNIST scenes of the AIR paper). A digit
+covers at most a quarter of another's square (so that every count can be told from the image);
+where they overlap, the brighter pixel is kept. One seed fixes the whole data set.
 
     >>> scenes = make_scenes(digit_images("digits"), 4, side=32, seed=0)
     >>> scenes.images.shape, scenes.images.dtype, scenes.counts.tolist()
@@ -88,15 +89,26 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     return (top * (1 - fr) + bottom * fr).astype(np.float32)
 
 
+def _overlap(a, b) -> float:
+    """The larger of the fractions of square a covered by square b and of b covered by a."""
+    (top_a, left_a, size_a), (top_b, left_b, size_b) = a, b
+    rows = max(0, min(top_a + size_a, top_b + size_b) - max(top_a, top_b))
+    cols = max(0, min(left_a + size_a, left_b + size_b) - max(left_a, left_b))
+    return rows * cols / min(size_a, size_b) ** 2
+
+
 def make_scenes(digits: np.ndarray, num: int, *, side: int = PAPER_SIDE, max_objects: int = 2,
-                sizes: tuple[float, float] | None = None, seed: int = 0) -> Scenes:
+                sizes: tuple[float, float] | None = None, max_overlap: float = 0.25,
+                seed: int = 0) -> Scenes:
     """`num` canvases of `side` x `side` pixels with 0 to `max_objects` digits each.
 
     The count is uniform on 0..max_objects; each digit is drawn from `digits`, resized to a
-    random width in `sizes` (pixels; by default 0.3 to 0.45 of the canvas, so that an 8x8
-    digit spans about what an MNIST digit's ink does on the paper's 50-pixel canvas) and
-    pasted whole at a uniformly random position. MNIST's 28x28 images are pasted at 28 pixels
-    when `sizes` is None and the canvas is the paper's.
+    random width in `sizes` (pixels; by default 0.24 to 0.34 of the canvas, so that an 8x8
+    digit, which its ink fills, fits the model's prior window, a third of the canvas wide) and
+    pasted whole at a uniformly random position, drawn again (up to 100 times) while its square
+    covers more than `max_overlap` of an earlier digit's square or the earlier one covers more
+    than that of it. MNIST's 28x28 images are pasted at 28 pixels when `sizes` is None and the
+    canvas is the paper's.
 
     Returns:
       `Scenes` with float32 images in [0, 1] and int32 counts.
@@ -110,19 +122,24 @@ def make_scenes(digits: np.ndarray, num: int, *, side: int = PAPER_SIDE, max_obj
         if digits.shape[1:] == (28, 28) and side == PAPER_SIDE:
             sizes = (28, 28)
         else:
-            sizes = (0.3 * side, 0.45 * side)
+            sizes = (0.24 * side, 0.34 * side)
     low, high = int(round(sizes[0])), int(round(sizes[1]))
     if not 1 <= low <= high <= side:
         raise ValueError(f"sizes={sizes}: digit widths must lie in [1, side={side}].")
     images = np.zeros((num, side, side), np.float32)
     counts = rng.integers(0, max_objects + 1, num).astype(np.int32)
     for i, count in enumerate(counts):
+        boxes = []
         for _ in range(count):
             size = int(rng.integers(low, high + 1))
             digit = digits[rng.integers(len(digits))]
             if digit.shape != (size, size):
                 digit = resize(digit, size)
-            top, left = rng.integers(0, side - size + 1, 2)
+            for _ in range(100):
+                top, left = rng.integers(0, side - size + 1, 2)
+                if all(_overlap((top, left, size), box) <= max_overlap for box in boxes):
+                    break
+            boxes.append((top, left, size))
             window = images[i, top : top + size, left : left + size]
             np.maximum(window, digit, out=window)
     return Scenes(images, counts)

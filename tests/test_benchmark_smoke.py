@@ -120,3 +120,16 @@ def test_sbn_gradient_benchmark_runs_at_a_tiny_size(tmp_path):
     # Batch 8 has a row in the timing table and one in the first-call table.
     assert len([line for line in written.splitlines() if line.startswith("| 8 |")]) == 2
     assert "variance x ms" in written and "jax:" in written
+
+
+def test_numpyro_svi_benchmark_runs_at_a_tiny_size_and_agrees_with_svi(tmp_path):
+    bench = _load_benchmark("numpyro_svi")
+    out = tmp_path / "result.md"
+    rows, text = bench.main(["--points", "20", "--seconds", "0.05", "--out", str(out)])
+
+    assert set(rows) == {"eight_schools", "mixture_model_enum", "mixture_guide_enum"}
+    assert abs(rows["eight_schools"]["loss"]) < 4.0  # mean ELBOs, in standard errors
+    for name in ("mixture_model_enum", "mixture_guide_enum"):
+        assert abs(rows[name]["loss"]) < 1e-5 and rows[name]["grad"] < 1e-3, rows[name]
+    assert all(t > 0 for row in rows.values() for t in row["step"].values())
+    assert out.read_text() == text and text.count("\n| ") == 4  # the header and 3 rows

@@ -62,6 +62,41 @@ def test_scenes_are_reproducible_and_hold_their_counts(air):
     assert means[0] < means[1] < means[2]
 
 
+def test_digits_cover_at_most_a_quarter_of_each_other(air):
+    data = air.air_data
+    assert data._overlap((0, 0, 10), (5, 5, 10)) == 0.25
+    assert data._overlap((0, 0, 4), (0, 0, 10)) == 1.0  # the small square lies inside
+    assert data._overlap((0, 0, 10), (10, 0, 10)) == 0.0
+    digits = data.digit_images("digits")
+    loose = data.make_scenes(digits, 400, side=30, max_objects=2, max_overlap=1.0, seed=3)
+    tight = data.make_scenes(digits, 400, side=30, max_objects=2, seed=3)
+    np.testing.assert_array_equal(loose.counts, tight.counts)
+    # With two digits, ink shared by both squares is lost to the max; less overlap, more ink.
+    two = tight.counts == 2
+    ink = [s.images[two].reshape(two.sum(), -1).sum(1).mean() for s in (loose, tight)]
+    assert ink[1] > ink[0]
+
+
+def test_each_further_object_is_less_likely_a_priori(air):
+    cfg = air.Config()
+    probs = [air.pres_prob(cfg, t) for t in range(4)]
+    np.testing.assert_allclose(probs, [0.05, 0.05**2.3, 0.05**5, 0.05**5], rtol=1e-6)
+    model = air.make_model(air.Config(side=12, steps=2))
+    params = air.init_params(jax.random.key(0), air.Config(side=12, steps=2))["model"]
+    choices = {"pres_0": 1, "pres_1": 0, "x": jnp.zeros((12, 12)),
+               "where_0": jnp.array([3.0, 0.0, 0.0]), "what_0": jnp.zeros(50),
+               "where_1": jnp.zeros(3), "what_1": jnp.zeros(50)}
+    logp, _ = model.assess(choices, params)
+    choices["pres_1"] = 1
+    logp_two, _ = model.assess(choices, params)
+    # Against a constant rho, only the second presence choice's prior differs.
+    cheap = air.make_model(air.Config(side=12, steps=2, pres_exponents=(1.0,)))
+    logp_cheap, _ = cheap.assess(choices, params)
+    expected = jnp.log(0.05) - jnp.log(0.05**2.3)  # log Bernoulli(1; rho) at both
+    np.testing.assert_allclose(logp_cheap - logp_two, expected, rtol=1e-4)
+    assert logp_two < logp_cheap and jnp.isfinite(logp)
+
+
 def test_resize_keeps_a_constant_image_and_the_mnist_reader_checks_its_input(air, tmp_path):
     data = air.air_data
     np.testing.assert_allclose(data.resize(np.full((8, 8), 0.7, np.float32), 21), 0.7, rtol=1e-6)

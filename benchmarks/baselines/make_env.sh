@@ -9,6 +9,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="${PYTHON:-python3}"
 "$python" -m venv "$here/.venv"
 "$here/.venv/bin/python" -m pip install --quiet --upgrade pip
-# torch from PyPI (its Linux wheel brings CUDA libraries; it runs on the CPU without a GPU).
-"$here/.venv/bin/python" -m pip install --quiet "torch>=2.2" "pyro-ppl==1.9.*" numpy
+# torch 2.13.0 (TORCH_SPEC to change it); where pip finds only PyPI's Linux wheel, it brings
+# CUDA libraries of several GB, and runs on the CPU without a GPU all the same.
+"$here/.venv/bin/python" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}" "pyro-ppl==1.9.*" numpy
 "$here/.venv/bin/python" -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__)"

@@ -79,9 +79,11 @@ def image_to_window(where, images, side):
 
 
 class Air(nn.Module):
-    def __init__(self, side, steps, pres_prior, enumerate):
+    def __init__(self, side, steps, pres_prior, exponents, enumerate):
         super().__init__()
-        self.side, self.steps, self.rho, self.enumerate = side, steps, pres_prior, enumerate
+        self.side, self.steps, self.enumerate = side, steps, enumerate
+        # As examples/air.py: object t follows object t - 1 with probability rho ** exponent_t.
+        self.rhos = [pres_prior ** exponents[min(t, len(exponents) - 1)] for t in range(steps)]
         self.decoder, self.encoder = Decoder(), Encoder()
         self.lstm = nn.LSTMCell(side * side + 3 + WHAT + 1, HIDDEN)
         self.predict = nn.Linear(HIDDEN, 7)
@@ -95,7 +97,7 @@ class Air(nn.Module):
             canvas = torch.zeros(n, self.side, self.side)
             present = torch.ones(n)
             for t in range(self.steps):
-                z = pyro.sample(f"pres_{t}", dist.Bernoulli(self.rho * torch.ones(n)))
+                z = pyro.sample(f"pres_{t}", dist.Bernoulli(self.rhos[t] * torch.ones(n)))
                 present = present * z
                 on = present > 0
                 where = pyro.sample(f"where_{t}", dist.Normal(
@@ -113,7 +115,6 @@ class Air(nn.Module):
             pyro.module(name, getattr(self, name))
         n = batch.shape[0]
         flat = batch.view(n, -1)
-        prior_logit = math.log(self.rho) - math.log1p(-self.rho)
         infer = {"enumerate": "sequential"} if self.enumerate else {}
         with pyro.plate("data", n):
             h, c = torch.zeros(n, HIDDEN), torch.zeros(n, HIDDEN)
@@ -121,6 +122,7 @@ class Air(nn.Module):
             for t in range(self.steps):
                 h, c = self.lstm(torch.cat([flat, where, what, present[:, None]], 1), (h, c))
                 out = self.predict(h)
+                prior_logit = math.log(self.rhos[t]) - math.log1p(-self.rhos[t])
                 logit = present * out[:, 0] + (1 - present) * prior_logit
                 z = pyro.sample(f"pres_{t}", dist.Bernoulli(logits=logit), infer=infer)
                 present = present * z
@@ -152,6 +154,8 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=2)
     parser.add_argument("--max-objects", type=int, default=2)
     parser.add_argument("--pres-prior", type=float, default=0.05)
+    parser.add_argument("--pres-exponents", default="1,2.3,5",
+                        help="object t's prior is pres-prior ** exponent t (comma-separated)")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -161,7 +165,8 @@ def main(argv=None):
     for name in args.estimators.split(","):
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
-        air = Air(side, args.max_objects + 1, args.pres_prior, enumerate=name == "enum")
+        exponents = [float(e) for e in args.pres_exponents.split(",")]
+        air = Air(side, args.max_objects + 1, args.pres_prior, exponents, enumerate=name == "enum")
         svi = SVI(air.model, air.guide, Adam({"lr": args.lr}), loss=loss_for(name, args.k))
         order = torch.randperm(len(data))
         batches = [data[order[(i * args.batch_size) % len(data):][: args.batch_size]]

@@ -476,9 +476,9 @@ def numpyro(model_fn: Callable, params: bool = False) -> NumPyroModel:
     ``infer={"enumerate": "parallel"}`` is drawn there with `pv.enum_parallel` (a scalar site),
     in `assess` and `pv.density` a marked site without a value is summed out exactly, each
     datapoint of its plate on its own, and `pv.elbo` with such a guide against a NumPyro model
-    sums the guide's marked sites inside plates out the same way. NumPyro's autoguides are models like any other: wrap
-    ``AutoNormal(model)`` with ``params=True`` and create its params with
-    `NumPyroModel.init_params`. ``numpyro.deterministic`` values are recorded in the trace's
+    sums the guide's marked sites inside plates out the same way. NumPyro's autoguides are
+    models like any other: wrap ``AutoNormal(model)`` with ``params=True`` and create its params
+    with `NumPyroModel.init_params`. ``numpyro.deterministic`` values are recorded in the trace's
     choices; ``factor``, ``mask`` and ``scale`` are scored as NumPyro scores them.
 
     Args:
