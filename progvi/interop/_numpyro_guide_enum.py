@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from numpyro.distributions import MaskedDistribution
 
 from ..gen.choices import ChoiceError, choice_value, missing
 from ._numpyro_enum import Factor, contract
@@ -99,6 +100,12 @@ def enumerated_elbo(guide: NumPyroModel, model: NumPyroModel, obs, model_args, g
 
     def latent(name, fn, sample_shape, msg):
         if _enumerated(msg):
+            if isinstance(fn, MaskedDistribution):
+                raise ModelError(
+                    f"site {name!r} in {guide.name} is enumerated and masked: its masked "
+                    "datapoints would have no distribution to weigh their values by. Mask the "
+                    "model's sites there instead, or leave the mask out of the guide."
+                )
             return None, False
         if sample_shape:
             fn = fn.expand(tuple(sample_shape) + tuple(fn.batch_shape))

@@ -209,3 +209,15 @@ def test_a_model_that_is_not_numpyro_is_refused():
 
     with pytest.raises(pv.interop.ModelError, match=r"is not a NumPyro model"):
         elbo.estimate(jax.random.key(0), PARAMS)
+
+
+def test_a_masked_enumerated_guide_site_is_refused():
+    def masked_guide(data):
+        m = numpyro.param("m", jnp.array([-1.0, 1.0]))
+        numpyro.sample("locs", dist.Delta(m, event_dim=1))
+        logits = numpyro.param("logits", jnp.zeros((data.shape[0], K)))
+        with numpyro.plate("data", data.shape[0]), numpyro.handlers.mask(mask=data > 0):
+            numpyro.sample("z", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+
+    with pytest.raises(pv.interop.ModelError, match=r"'z' .* is enumerated and masked"):
+        _elbo(pv.interop.numpyro(masked_guide, params=True)).estimate(jax.random.key(0), PARAMS)
