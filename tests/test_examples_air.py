@@ -3,6 +3,7 @@ bilinear computation, the count accuracy, the masked densities, every estimator'
 agreement of the presence estimators' gradient means, and a smoke run of the script."""
 
 import importlib.util
+import json
 import math
 import pathlib
 
@@ -181,7 +182,8 @@ def test_absent_objects_are_masked_out_of_both_densities(air, tiny):
     log_p, canvas = model.assess(pv.merge(choices, {"x": image}), params["model"])
     np.testing.assert_array_equal(canvas, 0.0)
     pixels = cfg.side**2 * -math.log(air.PIXEL_STD * math.sqrt(2 * math.pi))
-    assert float(log_p) == pytest.approx(math.log(1 - 0.3) + math.log(0.3) + pixels, rel=1e-5)
+    second = air.pres_prob(cfg, 1)  # 0.3 ** 2.3: drawn (1) though absent, as the guide may
+    assert float(log_p) == pytest.approx(math.log(1 - 0.3) + math.log(second) + pixels, rel=1e-5)
 
 
 @pytest.mark.parametrize("name", ["reinforce", "reinforce-lb", "enum", "mvd", "hybrid",
@@ -260,6 +262,9 @@ def test_a_smoke_run_trains_evaluates_and_draws(air, tmp_path, capsys):
         assert png.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "count acc" in printed and "mvd" in printed and "s / epoch" in printed
+    saved = json.loads((tmp_path / "air_results.json").read_text())
+    assert saved["rows"]["mvd"]["curve"] == out["rows"]["mvd"]["curve"]
+    assert saved["args"]["estimators"] == "['mvd']"
 
 
 def test_the_command_line_refuses_unknown_estimators(air, capsys):

@@ -14,9 +14,10 @@
 # # Attend-Infer-Repeat at a tiny size
 #
 # Attend-Infer-Repeat (AIR; Eslami et al. 2016) explains an image as a sum of a variable
-# number of objects. At each step $t$ a presence choice $z_t \sim \mathrm{Bernoulli}(\rho)$
-# says whether there is one more object, a pose $\mathrm{where}_t$ (scale and shift) places a
-# window on the canvas, and a code $\mathrm{what}_t$ draws the window's content. The guide is
+# number of objects. At each step $t$ a presence choice $z_t \sim \mathrm{Bernoulli}(\rho_t)$
+# says whether there is one more object (each one less likely a priori than the last), a
+# pose $\mathrm{where}_t$ (scale and shift) places a window on the canvas, and a code
+# $\mathrm{what}_t$ draws the window's content. The guide is
 # a recurrent network that reads the image and proposes the same choices in the same order.
 #
 # The presence choices are discrete, so their gradient estimator is a real choice: REINFORCE,
