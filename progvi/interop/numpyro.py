@@ -437,8 +437,8 @@ class NumPyroModel(GenerativeFunction):
     def elbo_in_program(self, model, obs, model_args, guide_args):
         """`pv.elbo` with this guide: summed exactly over enumerated sites inside plates.
 
-        None (the generic one-draw estimate) when the guide has no such site; otherwise
-        `progvi.interop._numpyro_guide_enum.enumerated_elbo`.
+        None (the generic one-draw estimate) when the guide has no such site; otherwise the
+        exact sum over them, as ``TraceEnum_ELBO`` computes it.
         """
         from ._numpyro_guide_enum import enumerated_elbo, plate_nesting
 
