@@ -25,7 +25,7 @@ from numpyro.distributions import MaskedDistribution
 
 from ..gen.choices import ChoiceError, choice_value, missing
 from ._numpyro_enum import Factor, contract
-from .numpyro import ModelError, NumPyroModel, _enumerated, draw_in_program
+from .numpyro import ModelError, NumPyroModel, _enumerated, any_value, draw_in_program
 
 
 def _model_values(model, guide_values: dict, obs, enumerating: list):
@@ -65,7 +65,7 @@ def plate_nesting(guide: NumPyroModel, model, obs, model_args, guide_args) -> in
     def draw(name, fn, sample_shape, msg):
         if _enumerated(msg) and tuple(sample_shape) + tuple(fn.batch_shape) != ():
             plated.append(name)
-        return fn.sample(jax.random.key(0), sample_shape), False
+        return any_value(name, fn, sample_shape, msg)
 
     def probe(model_args, guide_args, obs):
         g, _ = guide._run(draw, guide_args)

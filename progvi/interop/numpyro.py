@@ -52,6 +52,11 @@ def _auxiliary(msg) -> bool:
     return bool((msg.get("infer") or {}).get("is_auxiliary"))
 
 
+def any_value(name, fn, sample_shape, msg):
+    """A latent site's value for runs that only read shapes, plates or params (one fixed key)."""
+    return fn.sample(jax.random.key(0), sample_shape), False
+
+
 class _NeedsNesting(Exception):
     """Raised by a run that enumerates a site before the plate nesting is known."""
 
@@ -292,11 +297,8 @@ class NumPyroModel(GenerativeFunction):
             pass
         probe = []
 
-        def draw(name, fn, sample_shape, msg):
-            return fn.sample(jax.random.key(0), sample_shape), False
-
         def nesting(*args):
-            probe.append(self._run(draw, args, sum_scans=True)[0].batch_ndim)
+            probe.append(self._run(any_value, args, sum_scans=True)[0].batch_ndim)
 
         jax.eval_shape(nesting, *args)
         return self._run(latent, args, check, nesting=probe[0], sum_scans=True)
@@ -362,10 +364,7 @@ class NumPyroModel(GenerativeFunction):
           returns, to pass to ``numpyro.infer.Predictive(..., params=...)``.
         """
 
-        def draw(name, fn, sample_shape, msg):
-            return fn.sample(jax.random.key(0), sample_shape), False
-
-        answer, _ = self._run(draw, (params, *args))
+        answer, _ = self._run(any_value, (params, *args))
         return dict(answer.constrained)
 
     def _given(self, choices, enumerate_missing=False):
