@@ -83,8 +83,9 @@ class Config(NamedTuple):
     side: int = 50  # the canvas is side x side
     steps: int = 3  # at most this many objects
     pres_prior: float = 0.05  # rho: the prior probability of the first object
-    # Object t + 1 follows object t with probability rho ** pres_exponents[t] (the last exponent
-    # for later steps), the PLDI 2024 artifact's prior: each further object is far less likely.
+    # Object t is present, given that object t - 1 is, with probability rho ** pres_exponents[t]
+    # (the last exponent for later steps), the PLDI 2024 artifact's prior: each further object
+    # is far less likely.
     pres_exponents: tuple = (1.0, 2.3, 5.0)
 
 
@@ -566,8 +567,8 @@ def main(argv=None) -> dict:
         (args.out / "air_results.json").write_text(json.dumps(
             {"args": {k: str(v) for k, v in vars(args).items()}, "initial": initial,
              "rows": results}, indent=1))
-        # Each estimator compiles programs of its own; dropping the last one's executables
-        # keeps a run of many estimators on a 50x50 canvas within the machine's memory maps.
+        # Each estimator compiles programs of its own; without dropping the last one's, a run
+        # of enumeration then MVD on the 50x50 canvas failed in LLVM ("Cannot allocate memory").
         jax.clear_caches()
 
     source = "MNIST" if args.mnist else "scikit-learn"
