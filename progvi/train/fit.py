@@ -112,11 +112,11 @@ def fit(
     ``N mod batch_size`` of each epoch's permutation are left out of that epoch, so that every
     batch has one shape. `data` may be one array or a pytree of arrays with a shared leading axis.
 
-    Steps are compiled in chunks of `chunk_size` under `lax.scan`; a chunk also ends at every
-    callback and checkpoint, so prefer periods that are multiples or divisors of `chunk_size`
-    (each distinct chunk length compiles once). A second `fit` with the same objective,
-    optimizer and estimator objects and data of the same shapes compiles nothing (a new
-    ``optax.adam(...)`` is a new optimizer: keep one). A step whose objective or updated params
+    Steps run in chunks of at most `chunk_size` under one compiled loop; a chunk also ends at
+    every callback and checkpoint, and chunks of every length share one compilation. A second
+    `fit` with the same objective, optimizer and estimator objects, data of the same shapes and
+    the same `chunk_size` compiles nothing (a new ``optax.adam(...)`` is a new optimizer: keep
+    one). A step whose objective or updated params
     are not finite stops training: the chunk that contains it is replayed with a check at every
     step to find it, so runs that stay finite pay for one check per chunk.
 
@@ -244,8 +244,10 @@ def fit(
             while done < total and not interrupt.requested:
                 end = min(total, _next_multiple(done, chunk_size), _next_multiple(done, every),
                           _next_multiple(done, save_every) if checkpoints else total)
+                length = end - done
                 run = functools.partial(_run_chunk, (state, order), step_key, shuffle_key, data,
-                                        tuple(extra_args), spec=spec, length=end - done)
+                                        tuple(extra_args), np.int32(length), spec=spec,
+                                        capacity=chunk_size)
                 (new_state, new_order), (values, chunk_metrics), finite = run(guarded=False)
                 if not bool(finite):
                     # Replay the chunk from its start, checking every step, to find the first
@@ -259,9 +261,9 @@ def fit(
                         result = _result(new_state, history, metrics, key_data, new_order)
                         raise NonFiniteError(_nonfinite_message(bad, values[kept]), bad, result)
                 state, order = new_state, new_order
-                values = np.asarray(values)
+                values = np.asarray(values)[:length]
                 history.append(values)
-                _extend(metrics, chunk_metrics, len(values))
+                _extend(metrics, chunk_metrics, length)
                 bar.update(end - done, float(values.mean()))
                 done = end
                 if checkpoints and (done % save_every == 0 or done == total):
@@ -387,21 +389,23 @@ def _result(state, history, metrics, key_data, order, interrupted=False):
     )
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "length", "guarded"))
-def _run_chunk(carry, step_key, shuffle_key, data, extra, *, spec: _Spec, length: int,
+@functools.partial(jax.jit, static_argnames=("spec", "capacity", "guarded"))
+def _run_chunk(carry, step_key, shuffle_key, data, extra, length, *, spec: _Spec, capacity: int,
                guarded: bool):
-    """`length` steps under `lax.scan`: ``((state, order), (values, metrics), check)``.
+    """`length` steps: ``((state, order), (values, metrics), check)``.
 
-    Unguarded, ``check`` says whether every value and the final params are finite: one
-    reduction per chunk. Guarded, every step is checked, the first non-finite one is undone and
-    the state frozen before it, and ``check`` is that step (-1 if none).
+    `length` is traced, so that chunks of every length up to `capacity` share one compiled
+    program; ``values`` and ``metrics`` have `capacity` rows, of which the first `length` are
+    the steps'. Unguarded, ``check`` says whether every value and the final params are finite:
+    one reduction per chunk. Guarded, every step is checked, the first non-finite one is undone
+    and the state frozen before it, and ``check`` is that step (-1 if none).
     """
     train = make_step(spec.objective, spec.optimizer, direction=spec.direction,
                       per_datapoint=spec.per_datapoint, estimator=spec.estimator,
                       sharding=spec.sharding)
 
-    def body(carry, _):
-        (state, order), failed = carry
+    @jax.jit  # traced once: for its output shapes below, then in the loop
+    def one(state, order, failed):
         t = state.step
         batch = None
         if data is not None:
@@ -412,11 +416,22 @@ def _run_chunk(carry, step_key, shuffle_key, data, extra, *, spec: _Spec, length
             finite = jnp.isfinite(value) & _all_finite(new.params, exact=True)
             failed = jnp.where((failed < 0) & ~finite, t, failed)
             new = jax.tree.map(lambda n, o: jnp.where(failed < 0, n, o), new, state)
-        return ((new, order), failed), (value, metrics)
+        return (new, order, failed), (value, metrics)
 
-    ((state, order), failed), (values, metrics) = jax.lax.scan(
-        body, (carry, jnp.asarray(-1, jnp.int32)), length=length
-    )
+    state, order = carry
+    failed = jnp.asarray(-1, jnp.int32)
+    outputs = jax.eval_shape(one, state, order, failed)[1]
+    rows = jax.tree.map(lambda s: jnp.zeros((capacity, *s.shape), s.dtype), outputs)
+
+    def body(i, loop):
+        state, order, failed, rows = loop
+        (state, order, failed), out = one(state, order, failed)
+        rows = jax.tree.map(lambda r, o: jax.lax.dynamic_update_index_in_dim(r, o, i, 0),
+                            rows, out)
+        return state, order, failed, rows
+
+    state, order, failed, (values, metrics) = jax.lax.fori_loop(
+        0, length, body, (state, order, failed, rows))
     check = failed if guarded else jnp.all(jnp.isfinite(values)) & _all_finite(state.params)
     return (state, order), (values, metrics), check
 

@@ -177,6 +177,28 @@ def test_a_second_fit_compiles_nothing(conjugate, count_compilations):
     np.testing.assert_array_equal(first.history, second.history)
 
 
+def test_chunks_of_every_length_share_one_compilation(conjugate, count_compilations):
+    # A callback every 3 steps in chunks of 10 ends chunks of lengths 3, 1 and 2; each fit gets a
+    # new optimizer, so that both compile their chunk program (after a first fit has compiled
+    # the eager work they share).
+    def run(callback_every):
+        return pv.fit(
+            jax.random.key(0), conjugate.local_elbo, GUIDE, optax.adam(0.01),
+            direction="maximize", num_steps=30, data=conjugate.data, batch_size=10,
+            per_datapoint=True, chunk_size=10, callback=lambda *a: None,
+            callback_every=callback_every, progress=False,
+        )
+
+    run(10)
+    with count_compilations() as one_length:
+        whole = run(10)
+    with count_compilations() as three_lengths:
+        pieces = run(3)
+    assert len(one_length) >= 1
+    assert len(three_lengths) == len(one_length)
+    np.testing.assert_allclose(pieces.history, whole.history, rtol=1e-6)
+
+
 def test_fit_without_data(conjugate):
     @pv.expectation
     def quadratic(theta, target):
