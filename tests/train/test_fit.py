@@ -172,7 +172,7 @@ def test_a_second_fit_compiles_nothing(conjugate, count_compilations):
         first = run()
     with count_compilations() as second_compiles:
         second = run()
-    assert len(first_compiles) >= 2  # the chunk of 10, the last chunk of 5, small eager ops
+    assert len(first_compiles) >= 1  # the chunk loop (its lengths 10 and 5 share one program)
     assert second_compiles == []
     np.testing.assert_array_equal(first.history, second.history)
 
