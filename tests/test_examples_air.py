@@ -81,7 +81,7 @@ def test_digits_cover_at_most_a_quarter_of_each_other(air):
 def test_each_further_object_is_less_likely_a_priori(air):
     cfg = air.Config()
     probs = [air.pres_prob(cfg, t) for t in range(4)]
-    np.testing.assert_allclose(probs, [0.05, 0.05**2.3, 0.05**5, 0.05**5], rtol=1e-6)
+    np.testing.assert_allclose(probs, [0.01, 0.01**2.3, 0.01**5, 0.01**5], rtol=1e-6)
     model = air.make_model(air.Config(side=12, steps=2))
     params = air.init_params(jax.random.key(0), air.Config(side=12, steps=2))["model"]
     choices = {"pres_0": 1, "pres_1": 0, "x": jnp.zeros((12, 12)),
@@ -93,7 +93,7 @@ def test_each_further_object_is_less_likely_a_priori(air):
     # Against a constant rho, only the second presence choice's prior differs.
     cheap = air.make_model(air.Config(side=12, steps=2, pres_exponents=(1.0,)))
     logp_cheap, _ = cheap.assess(choices, params)
-    expected = jnp.log(0.05) - jnp.log(0.05**2.3)  # log Bernoulli(1; rho) at both
+    expected = jnp.log(0.01) - jnp.log(0.01**2.3)  # log Bernoulli(1; rho) at both
     np.testing.assert_allclose(logp_cheap - logp_two, expected, rtol=1e-4)
     assert logp_two < logp_cheap and jnp.isfinite(logp)
 
@@ -250,7 +250,7 @@ def test_a_smoke_run_trains_evaluates_and_draws(air, tmp_path, capsys):
     # One estimator: the others' steps are the gradient test's; this checks the training loop.
     out = air.main(["--smoke", "--estimators", "mvd", "--out", str(tmp_path), "--no-progress"])
     assert out["estimators"] == ["mvd"]
-    assert out["config"] == air.Config(side=24, steps=3, pres_prior=0.05)
+    assert out["config"] == air.Config(side=24, steps=3, pres_prior=0.01)
     for name, row in out["rows"].items():
         assert 0.0 <= row["accuracy"] <= 1.0, name
         assert np.isfinite(row["elbo"]) and np.isfinite(row["objective"]), name
