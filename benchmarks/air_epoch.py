@@ -41,6 +41,7 @@ import progvi as pv
 
 HERE = pathlib.Path(__file__).resolve().parent
 PYRO_PYTHON = HERE / "baselines" / ".venv" / "bin" / "python"
+DENSE_N = 2048
 ESTIMATORS = ("reinforce", "enum", "mvd", "iwae-reinforce", "iwae-mvd")
 PYRO_HAS = ("reinforce", "enum", "iwae-reinforce")
 
@@ -54,25 +55,43 @@ def load_air():
 
 
 def time_progvi(air, name, cfg, images, batch_size, steps, k, seed):
-    """(seconds per step, seconds to compile) of one estimator's training step."""
+    """(seconds per step, seconds to compile, GFLOP per step) of one estimator's training step.
+
+    The GFLOP are XLA's count for the compiled step (`cost_analysis`), the arithmetic the
+    estimator needs whatever runs it.
+    """
     program = air.objective(name, cfg, k)
     step = pv.make_step(program, optax.adam(1e-4), direction="maximize", per_datapoint=True)
     params = air.init_params(jax.random.key(seed), cfg)
     batches = [images[(i * batch_size) % len(images):][:batch_size] for i in range(steps + 1)]
     state = step.init(params, batches[0])
     key = jax.random.key(seed + 1)
-    jitted = jax.jit(step.step)
     start = time.perf_counter()
-    state, value = jitted(state, jax.random.fold_in(key, 0), batches[0])
+    compiled = jax.jit(step.step).lower(state, jax.random.fold_in(key, 0), batches[0]).compile()
+    state, value = compiled(state, jax.random.fold_in(key, 0), batches[0])
     jax.block_until_ready(state)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for i, batch in enumerate(batches[1:], 1):
-        state, value = jitted(state, jax.random.fold_in(key, i), batch)
+        state, value = compiled(state, jax.random.fold_in(key, i), batch)
     jax.block_until_ready(state)
     if not bool(jnp.isfinite(value)):
         raise RuntimeError(f"progvi {name}: the objective is not finite ({value}).")
-    return (time.perf_counter() - start) / steps, compile_s
+    gflop = compiled.cost_analysis()["flops"] / 1e9
+    return (time.perf_counter() - start) / steps, compile_s, gflop
+
+
+def dense_rate(n, reps=10):
+    """GFLOP/s of an n x n float32 matmul on this backend: the rate a step could hope for."""
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    matmul = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(matmul(a))
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a))
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / float(np.median(times)) / 1e9
 
 
 def time_pyro(data_path, names, batch_size, steps, k, max_objects, cfg, python):
@@ -91,7 +110,7 @@ def time_pyro(data_path, names, batch_size, steps, k, max_objects, cfg, python):
     return {row["estimator"]: row for row in rows}
 
 
-def table(rows, pyro, args, epoch_steps):
+def table(rows, pyro, args, epoch_steps, dense_gflops):
     lines = [
         f"# AIR: seconds per epoch at batch {args.batch_size} ({jax.default_backend()})", "",
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, jax "
@@ -105,16 +124,20 @@ def table(rows, pyro, args, epoch_steps):
         first = next(iter(pyro.values()))
         lines.append(f"Pyro {first['pyro']}, torch {first['torch']} ({first['threads']} "
                      "threads), in a subprocess.")
+    lines.append(f"A {DENSE_N}x{DENSE_N} float32 matmul runs at {dense_gflops:.0f} GFLOP/s here. "
+                 "GFLOP/step: XLA's count for progvi's compiled step; GFLOP/s: that count over "
+                 "the step's time.")
     lines += ["", "| estimator | progvi s/epoch | Pyro s/epoch | Pyro / progvi | progvi compile "
-              "(s) |", "|---|---|---|---|---|"]
-    for name, (per_step, compile_s) in rows.items():
+              "(s) | GFLOP/step | GFLOP/s |", "|---|---|---|---|---|---|---|"]
+    for name, (per_step, compile_s, gflop) in rows.items():
         mine = per_step * epoch_steps
         if pyro and name in pyro:
             theirs = pyro[name]["seconds_per_step"] * epoch_steps
             other, ratio = f"{theirs:.1f}", f"{theirs / mine:.1f}x"
         else:
             other = ratio = "n/a (no MVD in Pyro)" if name not in PYRO_HAS else "not run"
-        lines.append(f"| {name} | {mine:.1f} | {other} | {ratio} | {compile_s:.1f} |")
+        lines.append(f"| {name} | {mine:.1f} | {other} | {ratio} | {compile_s:.1f} | "
+                     f"{gflop:.2f} | {gflop / per_step:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,8 +174,9 @@ def main(argv=None):
     for name in names:
         rows[name] = time_progvi(air, name, cfg, images, args.batch_size, args.steps, args.k,
                                  args.seed)
-        print(f"progvi {name}: {rows[name][0]:.3f} s/step (compile {rows[name][1]:.1f} s)",
-              flush=True)
+        per_step, compile_s, gflop = rows[name]
+        print(f"progvi {name}: {per_step:.3f} s/step (compile {compile_s:.1f} s), "
+              f"{gflop:.2f} GFLOP/step", flush=True)
     pyro = None
     if not args.no_pyro:
         with tempfile.TemporaryDirectory() as folder:
@@ -164,7 +188,7 @@ def main(argv=None):
         if pyro is None:
             print(f"no Pyro environment at {args.pyro_python}: run "
                   "benchmarks/baselines/make_env.sh for the comparison", file=sys.stderr)
-    text = table(rows, pyro, args, epoch_steps)
+    text = table(rows, pyro, args, epoch_steps, dense_rate(DENSE_N))
     out = pathlib.Path(args.out or HERE / "results" / f"air_epoch_{jax.default_backend()}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

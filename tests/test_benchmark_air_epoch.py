@@ -17,9 +17,11 @@ def test_the_air_epoch_benchmark_runs_without_pyro(tmp_path, capsys):
                                    "--pyro-python", str(tmp_path / "no-such-python"),
                                    "--out", str(out)])
     assert pyro is None and set(rows) == {"reinforce", "mvd"}
-    for per_step, compile_s in rows.values():
+    for per_step, compile_s, gflop in rows.values():
         assert 0 < per_step < compile_s + 60 and compile_s > 0
+        assert gflop > 0
     assert out.read_text() == text
     assert "| reinforce |" in text and "| not run |" in text and "n/a (no MVD in Pyro)" in text
     assert "an epoch = 200 steps" in text  # 800 images, batch 4
+    assert "float32 matmul runs at" in text and "| GFLOP/step | GFLOP/s |" in text
     assert "make_env.sh" in capsys.readouterr().err
