@@ -23,13 +23,13 @@ import numpy as np
 import optax
 
 from ..adev.errors import ProgviError
-from ..adev.keys import check_key
 from ..adev.static import hide, reveal
 from ..adev.validation import validating
+from .arguments import check_arguments, num_steps_of, resolve_batch_size
 from .estimators import Estimator
 from .progress import Progress, describe
 from .sharding import check_batch_size, data_sharding
-from .step import TrainState, _leading_size, check_params, make_step
+from .step import TrainState, _leading_size, make_step
 
 if TYPE_CHECKING:
     from jax.sharding import Mesh, NamedSharding
@@ -193,16 +193,16 @@ def fit(
       >>> print(f"{jnp.exp(result.params['log_s']) ** 2:.1f}")
       0.2
     """
-    _check_arguments(key, params, resume, extra_args, callback, num_steps=num_steps,
-                     num_epochs=num_epochs, batch_size=batch_size, chunk_size=chunk_size,
-                     callback_every=callback_every, checkpoint_every=checkpoint_every)
+    check_arguments(key, params, resume, extra_args, callback, num_steps=num_steps,
+                    num_epochs=num_epochs, batch_size=batch_size, chunk_size=chunk_size,
+                    callback_every=callback_every, checkpoint_every=checkpoint_every)
     # make_step checks the objective, optimizer, direction and estimator before any tracing.
     train = make_step(objective, optimizer, direction=direction, per_datapoint=per_datapoint,
                       estimator=estimator, sharding=sharding)
     data = None if data is None else jax.tree.map(jnp.asarray, data)
     num_data = None if data is None else _leading_size(data)
-    batch_size = _batch_size(batch_size, num_data)
-    num_steps = _num_steps(num_steps, num_epochs, num_data, batch_size)
+    batch_size = resolve_batch_size(batch_size, num_data)
+    num_steps = num_steps_of(num_steps, num_epochs, num_data, batch_size)
     if chunk_size < 1:
         raise ValueError(f"fit: chunk_size={chunk_size!r} must be a positive number of steps.")
     if callback_every is not None and callback is None:
@@ -462,68 +462,6 @@ def _all_finite(tree, exact: bool = False) -> jax.Array:
 
 def _next_multiple(done, period):
     return (done // period + 1) * period
-
-
-def _check_arguments(key, params, resume, extra_args, callback, **counts):
-    """The checks of fit's arguments that need no tracing: types, before anything runs."""
-    check_key(key, "pv.fit(key, objective, params, optimizer, ...)",
-              "pv.fit(jax.random.key(0), objective, params, optimizer, direction=..., ...)")
-    if params is not None and resume is None:
-        check_params(hide(params), "fit")
-    for name, count in counts.items():
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
-            raise TypeError(
-                f"fit: {name}={count!r} is a {type(count).__name__}, but it must be a Python "
-                f"int (a number of steps or datapoints fixed at compile time), e.g. "
-                f"{name}={_int_example(count)}."
-            )
-    if not isinstance(extra_args, tuple):
-        raise TypeError(
-            f"fit: extra_args is a {type(extra_args).__name__}, but it must be the tuple of "
-            "further arguments of the program: extra_args=(value,) for one."
-        )
-    if callback is not None and not callable(callback):
-        raise TypeError(
-            f"fit: callback={callback!r} is not callable; pass a function "
-            "callback(step, state, value) (return True from it to stop)."
-        )
-
-
-def _int_example(count) -> int:
-    try:
-        return max(1, int(count))
-    except (TypeError, ValueError):
-        return 100
-
-
-def _batch_size(batch_size, num_data):
-    if num_data is None:
-        if batch_size is not None:
-            raise ValueError("fit: batch_size was given without data; pass data=your_array.")
-        return None
-    if batch_size is None:
-        return num_data
-    if not 1 <= batch_size <= num_data:
-        raise ValueError(
-            f"fit: batch_size={batch_size!r} must be between 1 and the number of datapoints, "
-            f"{num_data}."
-        )
-    return batch_size
-
-
-def _num_steps(num_steps, num_epochs, num_data, batch_size):
-    if (num_steps is None) == (num_epochs is None):
-        raise ValueError(
-            "fit: give exactly one of num_steps=... and num_epochs=... (got "
-            f"num_steps={num_steps!r}, num_epochs={num_epochs!r})."
-        )
-    if num_epochs is not None:
-        if num_data is None:
-            raise ValueError("fit: num_epochs needs data; without data, pass num_steps.")
-        num_steps = num_epochs * (num_data // batch_size)
-    if num_steps < 0:
-        raise ValueError(f"fit: num_steps={num_steps!r} must not be negative.")
-    return num_steps
 
 
 def _nonfinite_message(step, value):
