@@ -10,6 +10,8 @@ model and guide written as Pyro's AIR example (`benchmarks/baselines/pyro_air.py
 `benchmarks/baselines/.venv` (made by `benchmarks/baselines/make_env.sh`); Pyro has no MVD.
 Without that environment the progvi side runs alone. A second per epoch is a second per step
 times the steps of an epoch of `--epoch-size` scenes (60,000: multi-MNIST's size).
+Beside each progvi time: XLA's FLOP count of the compiled step and the rate it runs at, and the
+rate of a dense 2048x2048 matmul on the same backend, about the most a step can reach.
 
     bash benchmarks/baselines/make_env.sh                 # once: torch + pyro-ppl
     python benchmarks/air_epoch.py                        # writes results/air_epoch_<backend>.md
